@@ -1,0 +1,58 @@
+# conduit-api: the two commands are `make run` and `make test`; everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_DATA := .data/postgres
+PG_PORT ?= 54329
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run migrate test lint format lock bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements-production.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements-production.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv and install the app with its dev tools
+
+# DATABASE_URL from the environment or .env wins; otherwise a local cluster under .data/.
+define database_url
+$$(url="$${DATABASE_URL:-$$(sed -n 's/^DATABASE_URL=//p' .env 2>/dev/null | tail -n1)}"; \
+  if [ -z "$$url" ]; then url=$$($(PY) -m tests.support.servers ensure-postgres $(PG_DATA) $(PG_PORT)) || exit 1; fi; \
+  echo "$$url")
+endef
+
+migrate: install  ## Apply Alembic migrations (alembic upgrade head)
+	DATABASE_URL="$(database_url)" $(VENV)/bin/alembic upgrade head
+
+run: install  ## Serve on http://127.0.0.1:8000 with reload (starts a local Postgres if needed)
+	@url="$(database_url)"; \
+	DATABASE_URL="$$url" $(VENV)/bin/alembic upgrade head && \
+	DATABASE_URL="$$url" exec $(VENV)/bin/uvicorn app.main:app --reload --host $(HOST) --port $(PORT)
+
+test: install  ## Whole suite against real Postgres and Redis, with coverage
+	$(PY) -m pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+
+lint: install  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy app tests alembic
+
+format: install  ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock: install  ## Regenerate requirements-production.txt from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --quiet --python-version 3.11 \
+	  --custom-compile-command "make lock" -o requirements-production.txt
+
+clean:  ## Stop the local cluster and remove .venv and .data
+	-$(PY) -c "from tests.support.servers import PostgresServer as P; from pathlib import Path; P(Path('$(PG_DATA)').resolve(), $(PG_PORT)).stop()"
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,131 @@
+"""Health endpoints with Kubernetes semantics.
+
+- /health, /health/liveness: the process serves; never touch a dependency (a DB blip must not
+  turn into a restart storm).
+- /health/readiness: Postgres answers (and Redis when required), each check bounded; 503 while
+  draining on shutdown so balancers take the instance out before it stops.
+- /health/detailed, /health/metrics: for operators and Prometheus, behind METRICS_TOKEN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ResourcesDep
+from app.api.state import Resources
+from app.core.error_handlers import UnauthorizedError, error_body
+from app.observability import system
+from app.observability.checks import CheckResult, check_database, check_redis, database_pool
+from app.resilience.circuit_breaker import STATE_VALUES
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+READINESS_RETRY_AFTER = "5"
+
+
+def require_metrics_token(
+    resources: ResourcesDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    token = resources.settings.METRICS_TOKEN
+    if token is None:
+        return
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    if not authorization or not hmac.compare_digest(authorization.encode(), expected):
+        raise UnauthorizedError("A valid metrics token is required", code="metrics_token_required")
+
+
+OperatorOnly = Depends(require_metrics_token)
+
+
+@router.get("", summary="Process is up (no dependency I/O)")
+async def health(resources: ResourcesDep) -> dict[str, Any]:
+    settings = resources.settings
+    return {"status": "ok", "service": settings.APP_NAME, "version": settings.APP_VERSION}
+
+
+@router.get("/liveness", summary="Liveness probe (never touches Postgres or Redis)")
+async def liveness() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _dependency_checks(resources: Resources) -> dict[str, CheckResult]:
+    database, redis = await asyncio.gather(
+        check_database(resources.engine), check_redis(resources.redis)
+    )
+    return {"database": database, "redis": redis}
+
+
+@router.get(
+    "/readiness",
+    summary="Readiness probe",
+    responses={503: {"description": "Not ready: a dependency is down or the app is draining"}},
+)
+async def readiness(resources: ResourcesDep) -> Response:
+    if resources.draining:
+        return JSONResponse(
+            error_body(["shutting down"], "draining", checks={}),
+            status_code=503,
+            headers={"Retry-After": READINESS_RETRY_AFTER},
+        )
+    checks = await _dependency_checks(resources)
+    required = ["database"] + (["redis"] if resources.settings.REDIS_REQUIRED else [])
+    failing = [name for name in required if checks[name].status != "ok"]
+    body = {name: result.as_dict() for name, result in checks.items()}
+    if failing:
+        messages = [f"{name} is unavailable" for name in failing]
+        return JSONResponse(
+            error_body(messages, "not_ready", checks=body),
+            status_code=503,
+            headers={"Retry-After": READINESS_RETRY_AFTER},
+        )
+    return JSONResponse({"status": "ok", "checks": body})
+
+
+def _overall_status(checks: dict[str, CheckResult], redis_required: bool) -> str:
+    if checks["database"].status != "ok":
+        return "down"
+    if checks["redis"].status == "down":
+        return "down" if redis_required else "degraded"
+    return "ok"
+
+
+@router.get("/detailed", summary="Dependency, pool, breaker and system status (operators)")
+async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str, Any]:
+    checks = await _dependency_checks(resources)
+    database = checks["database"].as_dict()
+    database["pool"] = database_pool(resources.engine)
+    settings = resources.settings
+    return {
+        "status": _overall_status(checks, settings.REDIS_REQUIRED),
+        "version": settings.APP_VERSION,
+        "environment": settings.APP_ENV,
+        "uptime_seconds": round(time.monotonic() - resources.started_at, 1),
+        "draining": resources.draining,
+        "checks": {"database": database, "redis": checks["redis"].as_dict()},
+        "circuit_breakers": {name: b.state.value for name, b in resources.breakers.items()},
+        "system": await asyncio.to_thread(system.snapshot),
+    }
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus exposition",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(resources: ResourcesDep, _: None = OperatorOnly) -> Response:
+    app_metrics = resources.metrics
+    for state, value in database_pool(resources.engine).items():
+        app_metrics.db_pool.labels(state).set(value)
+    for name, breaker in resources.breakers.items():
+        app_metrics.breaker_state.labels(name).set(STATE_VALUES[breaker.state])
+    if app_metrics.multiprocess:
+        app_metrics.process_rss.set(await asyncio.to_thread(system.process_rss_bytes))
+    payload, content_type = app_metrics.render()
+    return Response(payload, media_type=content_type)

@@ -1,0 +1,28 @@
+"""Everything the lifespan creates, kept on `app.state.resources` and read via dependencies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.db.cache import Cache
+from app.db.redis import RedisService
+from app.observability.metrics import AppMetrics
+from app.resilience.circuit_breaker import CircuitBreaker
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    metrics: AppMetrics
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: RedisService
+    cache: Cache
+    breakers: dict[str, CircuitBreaker]
+    started_at: float = field(default_factory=time.monotonic)
+    # Set when shutdown begins: readiness answers 503 from then on.
+    draining: bool = False

@@ -1,0 +1,176 @@
+"""Settings: one typed source of configuration, read from the environment and `.env`.
+
+Every field carries its default and a one-line description; `.env.example` lists them all.
+`get_settings()` is cached so the process parses the environment once, but the app receives
+its Settings through `create_app(settings)` so tests can build apps with other values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Values that must never sign production tokens: the documented placeholders.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "secret",
+        "dev-insecure-secret-key-change-me-0000000000",
+        "replace-with-64-random-characters-from-openssl-rand-hex-32",
+    }
+)
+MIN_SECRET_LENGTH = 32
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- application -------------------------------------------------------------------
+    APP_NAME: str = Field("conduit-api", description="Service name in logs and metrics")
+    APP_VERSION: str = Field("0.1.0", description="Version reported by /health")
+    APP_ENV: Literal["development", "test", "production"] = Field(
+        "development", description="development | test | production (production enables guards)"
+    )
+    DEBUG: bool = Field(False, description="Debug mode; refused in production")
+    SECRET_KEY: SecretStr | None = Field(
+        None, description="Signs JWTs; required in production, at least 32 characters"
+    )
+    JWT_EXPIRE_MINUTES: int = Field(60 * 24, ge=1, description="Lifetime of issued tokens")
+    WEB_CONCURRENCY: int = Field(1, ge=1, description="Uvicorn worker processes")
+    API_PREFIX: str = Field("/api", description="Mount point of the Conduit API")
+
+    # --- database ------------------------------------------------------------------------
+    DATABASE_URL: str = Field(
+        "postgresql+asyncpg://conduit:conduit@127.0.0.1:5432/conduit",
+        description="SQLAlchemy URL, postgresql+asyncpg://user:password@host:port/db",
+    )
+    DB_POOL_SIZE: int = Field(10, ge=1, description="Connections kept open per worker")
+    DB_MAX_OVERFLOW: int = Field(20, ge=0, description="Extra connections allowed under load")
+    DB_POOL_TIMEOUT: float = Field(
+        2.0, gt=0, description="Seconds a request waits for a pooled connection before 503"
+    )
+    DB_POOL_RECYCLE: int = Field(1800, ge=1, description="Seconds before a connection is renewed")
+    DB_CONNECT_TIMEOUT: float = Field(3.0, gt=0, description="Seconds to open a DB connection")
+    DB_STATEMENT_TIMEOUT_MS: int = Field(
+        5000, ge=1, description="Server-side statement_timeout for every connection"
+    )
+    DB_STARTUP_TIMEOUT: float = Field(
+        30.0, ge=0, description="Seconds start-up waits for Postgres (backoff) before serving"
+    )
+    DB_ECHO: bool = Field(False, description="Log every SQL statement (development only)")
+
+    # --- redis ---------------------------------------------------------------------------
+    REDIS_URL: str | None = Field(None, description="redis://host:port/db; unset = in-process")
+    REDIS_REQUIRED: bool = Field(False, description="Readiness fails while Redis is down")
+    REDIS_SOCKET_TIMEOUT: float = Field(0.5, gt=0, description="Seconds per Redis command")
+    CACHE_TTL_SECONDS: int = Field(60, ge=1, description="TTL of cached reads")
+
+    # --- resilience ----------------------------------------------------------------------
+    BREAKER_FAILURE_THRESHOLD: int = Field(
+        5, ge=1, description="Consecutive failures that open a circuit breaker"
+    )
+    BREAKER_RESET_SECONDS: float = Field(
+        5.0, gt=0, description="Seconds an open breaker waits before one trial call"
+    )
+
+    # --- logging -------------------------------------------------------------------------
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Minimum level written"
+    )
+    LOG_FORMAT: Literal["json", "console"] | None = Field(
+        None, description="json | console; default json in production, console otherwise"
+    )
+    LOG_FILE: str | None = Field(None, description="Also write logs to this rotating file")
+    LOG_ERROR_FILE: str | None = Field(None, description="Write ERROR and above here as well")
+    LOG_FILE_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1024, description="Rotate after bytes")
+    LOG_FILE_BACKUP_COUNT: int = Field(5, ge=0, description="Rotated files kept")
+
+    # --- http ----------------------------------------------------------------------------
+    CORS_ORIGINS: CommaList = Field(
+        default_factory=list, description="Comma-separated allowed origins"
+    )
+    TRUSTED_PROXIES: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated proxy IPs/CIDRs whose X-Forwarded-* headers are trusted",
+    )
+    METRICS_TOKEN: SecretStr | None = Field(
+        None, description="Bearer token for /health/detailed and /health/metrics"
+    )
+
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or CIDR: {item!r}") from exc
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _asyncpg_url(cls, value: str) -> str:
+        if value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        if self.APP_ENV != "production":
+            return self
+        secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
+        if not secret:
+            raise ValueError("SECRET_KEY is required when APP_ENV=production")
+        if secret.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("SECRET_KEY is a placeholder value; generate a random one")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+        if self.DEBUG:
+            raise ValueError("DEBUG must be false when APP_ENV=production")
+        if "*" in self.CORS_ORIGINS:
+            raise ValueError("CORS_ORIGINS must list origins, not '*', when APP_ENV=production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.APP_ENV == "production"
+
+    @property
+    def log_format(self) -> Literal["json", "console"]:
+        if self.LOG_FORMAT:
+            return self.LOG_FORMAT
+        return "json" if self.is_production else "console"
+
+    @property
+    def secret_key(self) -> str:
+        # Outside production a fixed development key keeps tokens valid across reloads.
+        if self.SECRET_KEY:
+            return self.SECRET_KEY.get_secret_value()
+        return "dev-insecure-secret-key-change-me-0000000000"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,181 @@
+"""One structlog pipeline for the whole process.
+
+structlog events and records from stdlib loggers (uvicorn, SQLAlchemy, alembic, asyncio) run
+through the same processors and the same renderer, so with LOG_FORMAT=json every line the
+process writes is one JSON object, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from structlog.types import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+# Substrings of keys whose values never reach a log line.
+SENSITIVE_KEY_PARTS = ("authorization", "cookie", "password", "token", "secret", "api_key")
+
+
+def _is_sensitive(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SENSITIVE_KEY_PARTS)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if _is_sensitive(str(k)) else _redact_value(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in list(event_dict):
+        if key == "event":
+            continue
+        if _is_sensitive(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact_value(event_dict[key])
+    return event_dict
+
+
+def _orjson_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # uvicorn duplicates its message with ANSI colours in `color_message`.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_color_message,
+        redact_secrets,
+    ]
+
+
+def build_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
+    renderer: Processor
+    final: list[Processor]
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        final = [structlog.processors.dict_tracebacks]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        final = []
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *final,
+            renderer,
+        ],
+    )
+
+
+def _rotating_handler(
+    path: str, level: int, max_bytes: int, backups: int, formatter: logging.Formatter
+) -> logging.Handler:
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+    )
+    handler.setLevel(level)
+    handler.setFormatter(formatter)
+    return handler
+
+
+def configure_logging(
+    *,
+    level: str = "INFO",
+    log_format: str = "json",
+    log_file: str | None = None,
+    error_file: str | None = None,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 5,
+) -> None:
+    """(Re)configure logging for the process; safe to call more than once."""
+    formatter = build_formatter(log_format)
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(formatter)
+    handlers: list[logging.Handler] = [stream]
+    if log_file:
+        handlers.append(_rotating_handler(log_file, logging.DEBUG, max_bytes, backups, formatter))
+    if error_file:
+        handlers.append(_rotating_handler(error_file, logging.ERROR, max_bytes, backups, formatter))
+
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+    # uvicorn installs its own handlers before importing the app: route them to the root.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi", "sqlalchemy", "alembic"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+    # request_completed replaces uvicorn's access log.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
+    access.disabled = True
+
+    structlog.configure(
+        processors=[
+            *shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def uvicorn_log_config(log_format: str = "json", level: str = "INFO") -> MutableMapping[str, Any]:
+    """A dictConfig for `uvicorn --log-config` so the supervisor process logs JSON too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structlog": {
+                "()": "app.core.logging_config.build_formatter",
+                "log_format": log_format,
+            }
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "structlog",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+        },
+    }
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,74 @@
+"""Cache-aside helpers: orjson payloads in Redis with a TTL and explicit invalidation.
+
+A cache failure is never a request failure: reads fall through to the loader (Postgres) and
+writes are skipped, so the API serves the same answers with Redis down, only slower. Reads are
+idempotent, so a transient Redis error gets a quick retry; an open breaker gets none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from app.core.logging_config import get_logger
+from app.db.redis import RedisCommandFailedError, RedisService, RedisUnavailableError
+from app.resilience.retry import run_with_retry
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "conduit:v1:"
+
+
+def cache_key(*parts: str) -> str:
+    return KEY_PREFIX + ":".join(parts)
+
+
+class Cache:
+    def __init__(self, redis: RedisService, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+
+    async def get(self, key: str) -> Any | None:
+        if not self.redis.enabled:
+            return None
+        try:
+            raw = await run_with_retry(
+                lambda: self.redis.run(lambda r: r.get(key)),
+                (RedisCommandFailedError,),
+                attempts=2,
+                deadline=0.5,
+            )
+        except RedisUnavailableError:
+            return None
+        return orjson.loads(raw) if raw is not None else None
+
+    async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        if not self.redis.enabled:
+            return
+        payload = orjson.dumps(value)
+        try:
+            await self.redis.run(lambda r: r.set(key, payload, ex=ttl or self.ttl))
+        except RedisUnavailableError:
+            log.debug("cache_write_skipped", key=key)
+
+    async def delete(self, *keys: str) -> None:
+        if not self.redis.enabled or not keys:
+            return
+        try:
+            await self.redis.run(lambda r: r.delete(*keys))
+        except RedisUnavailableError:
+            # The TTL bounds how long a stale entry can outlive a write made while Redis was down.
+            log.warning("cache_invalidation_skipped", keys=list(keys))
+
+    async def get_or_load(
+        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: int | None = None
+    ) -> Any:
+        cached = await self.get(key)
+        if cached is not None:
+            return cached
+        value = await loader()
+        if value is not None:
+            await self.set(key, value, ttl)
+        return value

@@ -1,0 +1,139 @@
+"""The pooled async engine on asyncpg, its session factory, and start-up waiting.
+
+Pool and timeout figures come from settings. Event listeners feed the Prometheus counters and
+log invalidations; `pool_pre_ping` and `pool_recycle` let the app recover by itself after a
+Postgres restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event, exc, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential_jitter
+
+from app.core.config import Settings
+from app.core.logging_config import get_logger
+from app.observability.metrics import AppMetrics
+
+log = get_logger(__name__)
+
+# Errors meaning "the database cannot be reached right now", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.TimeoutError,  # no pooled connection within DB_POOL_TIMEOUT
+    exc.InterfaceError,
+    exc.OperationalError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, UNAVAILABLE_ERRORS)
+
+
+def create_engine(settings: Settings, metrics: AppMetrics | None = None) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.DATABASE_URL,
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT,
+        pool_recycle=settings.DB_POOL_RECYCLE,
+        pool_pre_ping=True,
+        echo=settings.DB_ECHO,
+        connect_args={
+            "timeout": settings.DB_CONNECT_TIMEOUT,
+            # Client-side guard a little above the server's statement_timeout.
+            "command_timeout": settings.DB_STATEMENT_TIMEOUT_MS / 1000 + 1,
+            "server_settings": {
+                "application_name": settings.APP_NAME,
+                "statement_timeout": str(settings.DB_STATEMENT_TIMEOUT_MS),
+            },
+        },
+    )
+    if metrics is not None:
+        _attach_pool_listeners(engine, metrics)
+    return engine
+
+
+def _attach_pool_listeners(engine: AsyncEngine, metrics: AppMetrics) -> None:
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "connect")
+    def _on_connect(*_: Any) -> None:
+        metrics.db_connections_opened.inc()
+
+    @event.listens_for(pool, "checkout")
+    def _on_checkout(*_: Any) -> None:
+        metrics.db_checkouts.inc()
+
+    @event.listens_for(pool, "invalidate")
+    def _on_invalidate(
+        _conn: Any, _record: ConnectionPoolEntry, error: BaseException | None
+    ) -> None:
+        metrics.db_invalidated.inc()
+        log.warning("db_connection_invalidated", error=type(error).__name__ if error else None)
+
+
+def pool_status(engine: AsyncEngine) -> dict[str, int]:
+    pool: Any = engine.sync_engine.pool
+    return {
+        "size": int(pool.size()),
+        "checked_out": int(pool.checkedout()),
+        "idle": int(pool.checkedin()),
+        "overflow": max(int(pool.overflow()), 0),
+    }
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def _log_wait(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "database_not_ready",
+        attempt=state.attempt_number,
+        retry_in_seconds=round(state.next_action.sleep, 2) if state.next_action else None,
+        error=type(error).__name__ if error else None,
+    )
+
+
+async def wait_for_database(engine: AsyncEngine, deadline: float) -> bool:
+    """Wait for Postgres with bounded exponential backoff; False when it never answered.
+
+    The app serves either way: readiness reports the database until it comes up.
+    """
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(deadline),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+            before_sleep=_log_wait,
+            reraise=True,
+        ):
+            with attempt:
+                await asyncio.wait_for(ping(engine), timeout=max(deadline, 1.0))
+    except Exception as error:
+        log.error("database_unreachable_at_startup", error=type(error).__name__)
+        return False
+    log.info("database_ready")
+    return True

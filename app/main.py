@@ -1,0 +1,144 @@
+"""Application factory and lifespan.
+
+`create_app(settings)` wires middleware, handlers and routers without I/O; the lifespan opens the
+engine and Redis, waits for Postgres, and closes everything on shutdown. `app` is what
+`uvicorn app.main:app` serves; with invalid settings it logs one line naming the setting and the
+process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.middleware.cors import CORSMiddleware
+
+from app.api import health
+from app.api.state import Resources
+from app.core.config import Settings, get_settings
+from app.core.error_handlers import register_error_handlers
+from app.core.logging_config import configure_logging, get_logger
+from app.db.cache import Cache
+from app.db.database_production import create_engine, create_session_factory, wait_for_database
+from app.db.redis import REDIS_ERRORS, RedisService
+from app.middleware.forwarded import ForwardedHeadersMiddleware
+from app.middleware.metrics import MetricsMiddleware
+from app.middleware.request_context import RequestContextMiddleware
+from app.middleware.security_headers import SecurityHeadersMiddleware
+from app.observability.metrics import AppMetrics
+from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
+
+log = get_logger(__name__)
+
+
+def _breaker(
+    name: str, settings: Settings, metrics: AppMetrics, **kwargs: object
+) -> CircuitBreaker:
+    def export(breaker_name: str, state: BreakerState) -> None:
+        metrics.breaker_state.labels(breaker_name).set(STATE_VALUES[state])
+
+    breaker = CircuitBreaker(
+        name,
+        failure_threshold=settings.BREAKER_FAILURE_THRESHOLD,
+        reset_timeout=settings.BREAKER_RESET_SECONDS,
+        on_state_change=export,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    export(name, breaker.state)
+    return breaker
+
+
+def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
+    engine = create_engine(settings, metrics)
+    breakers = {"redis": _breaker("redis", settings, metrics, failure_types=REDIS_ERRORS)}
+    redis = RedisService(settings, breakers["redis"])
+    return Resources(
+        settings=settings,
+        metrics=metrics,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        redis=redis,
+        cache=Cache(redis, settings.CACHE_TTL_SECONDS),
+        breakers=breakers,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    resources = build_resources(settings, app.state.metrics)
+    app.state.resources = resources
+    log.info(
+        "app_starting",
+        environment=settings.APP_ENV,
+        version=settings.APP_VERSION,
+        redis="enabled" if resources.redis.enabled else "disabled",
+    )
+    await wait_for_database(resources.engine, settings.DB_STARTUP_TIMEOUT)
+    try:
+        yield
+    finally:
+        resources.draining = True
+        await resources.redis.close()
+        await resources.engine.dispose()
+        log.info("app_stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(
+        level=settings.LOG_LEVEL,
+        log_format=settings.log_format,
+        log_file=settings.LOG_FILE,
+        error_file=settings.LOG_ERROR_FILE,
+        max_bytes=settings.LOG_FILE_MAX_BYTES,
+        backups=settings.LOG_FILE_BACKUP_COUNT,
+    )
+    app = FastAPI(
+        title="Conduit API",
+        version=settings.APP_VERSION,
+        description="RealWorld (Conduit) backend with a production layer.",
+        debug=settings.DEBUG,
+        lifespan=lifespan,
+        docs_url=None if settings.is_production else "/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics = AppMetrics()
+    register_error_handlers(app)
+    app.include_router(health.router)
+
+    # Added innermost first: the last one added is the outermost.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.CORS_ORIGINS,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, expose_errors=settings.DEBUG)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
+    app.add_middleware(ForwardedHeadersMiddleware, trusted_proxies=settings.TRUSTED_PROXIES)
+    return app
+
+
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app(get_settings())
+    except ValidationError as exc:
+        configure_logging(log_format="json")
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        log.critical("settings_invalid", error=problems)
+        sys.exit(1)
+
+
+app = _app_from_environment()

@@ -1,0 +1,103 @@
+"""Request id, log context and the one access-log line per request.
+
+Outermost of the app's own middleware: it binds `request_id` to every log line of the request,
+echoes it in `X-Request-ID`, writes `request_completed`, and is the last line of defence that
+turns an unhandled exception into the 500 envelope (logged once, with its stack trace), so that
+even that response carries the request id and the security headers added further out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.error_handlers import unhandled_error_response
+from app.core.logging_config import get_logger
+from app.core.request_context import request_id_var
+
+log = get_logger("app.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(template) if template else UNMATCHED_ROUTE
+
+
+def incoming_request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
+            return bytes(value).decode("ascii")
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, expose_errors: bool = False) -> None:
+        self.app = app
+        self.expose_errors = expose_errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = incoming_request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0] != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                raise
+            # Answered here rather than re-raised: the server would log the same trace again.
+            log.exception("unhandled_exception", path=scope.get("path"))
+            response = unhandled_error_response(exc, expose=self.expose_errors)
+            await response(scope, receive, send_with_id)
+        finally:
+            self._log_completed(scope, status, started)
+            request_id_var.reset(token)
+            structlog.contextvars.clear_contextvars()
+
+    @staticmethod
+    def _log_completed(scope: Scope, status: int, started: float) -> None:
+        route = route_template(scope)
+        client = scope.get("client")
+        fields = {
+            "method": scope["method"],
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "client_ip": client[0] if client else None,
+        }
+        # Probes arrive every few seconds from every balancer: keep them out of INFO logs.
+        if route.startswith("/health"):
+            log.debug("request_completed", **fields)
+        elif status >= 500:
+            log.error("request_completed", **fields)
+        else:
+            log.info("request_completed", **fields)

@@ -1,0 +1,1 @@
+"""ORM models; importing this package registers every table on Base.metadata."""

@@ -1,0 +1,58 @@
+"""Dependency probes for readiness and detailed health, each bounded by a short timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.database_production import ping, pool_status
+from app.db.redis import RedisService, RedisUnavailableError
+
+CHECK_TIMEOUT_SECONDS = 1.0
+Status = Literal["ok", "down", "disabled"]
+
+
+@dataclass(slots=True)
+class CheckResult:
+    status: Status
+    latency_ms: float | None = None
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status, "latency_ms": self.latency_ms}
+        if self.error:
+            body["error"] = self.error
+        body.update(self.details)
+        return body
+
+
+async def check_database(
+    engine: AsyncEngine, limit: float = CHECK_TIMEOUT_SECONDS
+) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            await ping(engine)
+    except Exception as exc:
+        return CheckResult("down", error=type(exc).__name__)
+    return CheckResult("ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def check_redis(redis: RedisService, limit: float = CHECK_TIMEOUT_SECONDS) -> CheckResult:
+    if not redis.enabled:
+        return CheckResult("disabled")
+    try:
+        async with asyncio.timeout(limit):
+            latency = await redis.ping()
+    except (RedisUnavailableError, TimeoutError) as exc:
+        return CheckResult("down", error=str(exc) or type(exc).__name__)
+    return CheckResult("ok", latency_ms=round(latency, 2))
+
+
+def database_pool(engine: AsyncEngine) -> dict[str, int]:
+    return pool_status(engine)

@@ -1,0 +1,65 @@
+"""Retry policies on tenacity: exponential backoff with jitter, bounded attempts and deadline,
+transient errors only, each retry logged. Use them for idempotent operations only (reads, a
+transaction that failed to serialise), never for a write that may already have happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from app.core.logging_config import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "retry_scheduled",
+        operation=getattr(state.fn, "__qualname__", "call"),
+        attempt=state.attempt_number,
+        sleep_seconds=round(state.next_action.sleep, 3) if state.next_action else None,
+        error=type(exc).__name__ if exc else None,
+    )
+
+
+def retry_policy(
+    transient: tuple[type[BaseException], ...],
+    *,
+    attempts: int = 3,
+    deadline: float = 2.0,
+    initial: float = 0.05,
+    max_wait: float = 1.0,
+) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(transient),
+        stop=stop_after_attempt(attempts) | stop_after_delay(deadline),
+        wait=wait_exponential_jitter(multiplier=initial, max=max_wait, jitter=initial),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+async def run_with_retry(
+    func: Callable[[], Awaitable[T]],
+    transient: tuple[type[BaseException], ...],
+    *,
+    attempts: int = 3,
+    deadline: float = 2.0,
+) -> T:
+    """Run `func` under a fresh retry policy; the last error is re-raised when retries run out."""
+    async for attempt in retry_policy(transient, attempts=attempts, deadline=deadline):
+        with attempt:
+            return await func()
+    raise AssertionError("unreachable: tenacity re-raises the last error")

