@@ -88,6 +88,26 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds an open breaker waits before one trial call"
     )
 
+    # --- rate limits (count/period, e.g. "100/minute"; see the `limits` library) ----------
+    RATE_LIMIT_ENABLED: bool = Field(True, description="Apply per-client rate limits")
+    RATE_LIMIT_DEFAULT: str = Field("100/minute", description="Per client, every API route")
+    RATE_LIMIT_WRITE: str = Field("30/minute", description="Per client, POST/PUT/DELETE routes")
+    RATE_LIMIT_LOGIN: str = Field("10/minute", description="Per client, POST /api/users/login")
+    RATE_LIMIT_REGISTER: str = Field("5/minute", description="Per client, POST /api/users")
+
+    # --- uploads -------------------------------------------------------------------------
+    UPLOAD_DIR: str = Field("./uploads", description="Where uploaded images are stored")
+    UPLOAD_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted upload")
+    UPLOAD_URL_PREFIX: str = Field("/uploads", description="Public URL path of stored images")
+
+    # --- shutdown ------------------------------------------------------------------------
+    SHUTDOWN_DRAIN_SECONDS: float = Field(
+        5.0, ge=0, description="After SIGTERM: readiness 503 while still serving, for this long"
+    )
+    SHUTDOWN_GRACE_SECONDS: float = Field(
+        20.0, ge=0, description="Then: time in-flight requests get to finish"
+    )
+
     # --- logging -------------------------------------------------------------------------
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Minimum level written"
