@@ -7,6 +7,7 @@ process writes is one JSON object, tracebacks included.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import logging.handlers
 import sys
@@ -70,6 +71,14 @@ def shared_processors() -> list[Processor]:
     ]
 
 
+def _console_traceback() -> structlog.typing.ExceptionRenderer:
+    # rich (a dev tool) is optional; never its local variables: a request's scope holds its
+    # Authorization header.
+    if importlib.util.find_spec("rich") is None:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
+
+
 def build_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
     renderer: Processor
     final: list[Processor]
@@ -77,7 +86,10 @@ def build_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         final = [structlog.processors.dict_tracebacks]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # No local variables in tracebacks: a request's scope holds its Authorization header.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=_console_traceback()
+        )
         final = []
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared_processors(),
@@ -138,12 +150,16 @@ def configure_logging(
     access.propagate = False
     access.disabled = True
 
+    # Loggers cached on first use keep a reference to the processor list: update that list in
+    # place so a reconfiguration (and structlog.testing.capture_logs) reaches them too.
+    processors = structlog.get_config()["processors"]
+    processors[:] = [
+        *shared_processors(),
+        structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
     structlog.configure(
-        processors=[
-            *shared_processors(),
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

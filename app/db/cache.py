@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.logging_config import get_logger
 from app.db.redis import RedisCommandFailedError, RedisService, RedisUnavailableError
@@ -39,6 +40,7 @@ class Cache:
                 (RedisCommandFailedError,),
                 attempts=2,
                 deadline=0.5,
+                operation="cache_get",
             )
         except RedisUnavailableError:
             return None
@@ -72,3 +74,21 @@ class Cache:
         if value is not None:
             await self.set(key, value, ttl)
         return value
+
+
+_PENDING = "cache_invalidations"
+
+
+def invalidate_after_commit(session: AsyncSession, cache: Cache, *keys: str) -> None:
+    """Drop `keys` once the session's transaction has committed.
+
+    Invalidating before the commit would let a concurrent read put the old value back between
+    the delete and the commit; after a rollback nothing changed, so nothing is dropped.
+    """
+    session.info.setdefault(_PENDING, []).append((cache, keys))
+
+
+async def run_pending_invalidations(session: AsyncSession) -> None:
+    pending: list[tuple[Cache, tuple[str, ...]]] = session.info.pop(_PENDING, [])
+    for cache, keys in pending:
+        await cache.delete(*keys)

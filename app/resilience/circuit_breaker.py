@@ -87,15 +87,19 @@ class CircuitBreaker:
                 return True
             raise CircuitOpenError(self.name)
 
-    def record_success(self) -> None:
+    def _record_success(self, trial: bool) -> None:
+        if self._state is not BreakerState.CLOSED and not trial:
+            return  # admitted before the circuit opened: only the trial call decides
         self._failures = 0
         self._trial_running = False
         self._transition(BreakerState.CLOSED)
 
-    def record_failure(self) -> None:
+    def _record_failure(self, trial: bool) -> None:
+        if self._state is not BreakerState.CLOSED and not trial:
+            return  # a straggler must not restart the cool-down
         self._trial_running = False
         self._failures += 1
-        if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
+        if trial or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
             self._transition(BreakerState.OPEN)
 
@@ -104,12 +108,12 @@ class CircuitBreaker:
         try:
             result = await func()
         except self.failure_types:
-            self.record_failure()
+            self._record_failure(trial)
             raise
         except BaseException:
             # Not a dependency failure (e.g. cancellation): free the trial slot, decide nothing.
             if trial:
                 self._trial_running = False
             raise
-        self.record_success()
+        self._record_success(trial)
         return result

@@ -13,7 +13,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -23,15 +23,18 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning(
-        "retry_scheduled",
-        operation=getattr(state.fn, "__qualname__", "call"),
-        attempt=state.attempt_number,
-        sleep_seconds=round(state.next_action.sleep, 3) if state.next_action else None,
-        error=type(exc).__name__ if exc else None,
-    )
+def _retry_logger(operation: str) -> Callable[[RetryCallState], None]:
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "retry_scheduled",
+            operation=operation,
+            attempt=state.attempt_number,
+            sleep_seconds=round(state.next_action.sleep, 3) if state.next_action else None,
+            error=type(exc).__name__ if exc else None,
+        )
+
+    return log_retry
 
 
 def retry_policy(
@@ -41,12 +44,14 @@ def retry_policy(
     deadline: float = 2.0,
     initial: float = 0.05,
     max_wait: float = 1.0,
+    operation: str = "call",
 ) -> AsyncRetrying:
+    """`deadline` bounds the whole operation: no retry starts whose backoff would end past it."""
     return AsyncRetrying(
         retry=retry_if_exception_type(transient),
-        stop=stop_after_attempt(attempts) | stop_after_delay(deadline),
+        stop=stop_after_attempt(attempts) | stop_before_delay(deadline),
         wait=wait_exponential_jitter(multiplier=initial, max=max_wait, jitter=initial),
-        before_sleep=_log_retry,
+        before_sleep=_retry_logger(operation),
         reraise=True,
     )
 
@@ -57,9 +62,12 @@ async def run_with_retry(
     *,
     attempts: int = 3,
     deadline: float = 2.0,
+    operation: str | None = None,
 ) -> T:
     """Run `func` under a fresh retry policy; the last error is re-raised when retries run out."""
-    async for attempt in retry_policy(transient, attempts=attempts, deadline=deadline):
+    name = operation or str(getattr(func, "__qualname__", "call"))
+    policy = retry_policy(transient, attempts=attempts, deadline=deadline, operation=name)
+    async for attempt in policy:
         with attempt:
             return await func()
     raise AssertionError("unreachable: tenacity re-raises the last error")
