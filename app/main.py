@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 
 from app.api import health
+from app.api.routes import build_api_router
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
@@ -26,10 +27,12 @@ from app.db.database_production import create_engine, create_session_factory, wa
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.middleware.forwarded import ForwardedHeadersMiddleware
 from app.middleware.metrics import MetricsMiddleware
+from app.middleware.rate_limit import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
+from app.resilience.rate_limit import RateLimiter
 
 log = get_logger(__name__)
 
@@ -63,6 +66,7 @@ def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
         redis=redis,
         cache=Cache(redis, settings.CACHE_TTL_SECONDS),
         breakers=breakers,
+        rate_limiter=RateLimiter(settings, redis),
     )
 
 
@@ -110,14 +114,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = AppMetrics()
     register_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(build_api_router(), prefix=settings.API_PREFIX)
 
     # Added innermost first: the last one added is the outermost.
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
         max_age=600,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)

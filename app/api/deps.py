@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.state import Resources
 from app.core.config import Settings
-from app.core.error_handlers import DatabaseUnavailableError
+from app.core.error_handlers import DatabaseUnavailableError, UnauthorizedError
 from app.core.logging_config import get_logger
-from app.db.cache import Cache
+from app.core.security import InvalidTokenError, decode_access_token, token_from_header
+from app.db.cache import Cache, run_pending_invalidations
 from app.db.database_production import is_database_unavailable
+from app.models import User
+from app.repositories import users as users_repo
 
 log = get_logger(__name__)
 
@@ -50,6 +54,7 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
+            await run_pending_invalidations(session)
         except Exception as exc:
             await _rollback_quietly(session)
             if is_database_unavailable(exc):
@@ -65,3 +70,52 @@ async def _rollback_quietly(session: AsyncSession) -> None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+# --- authentication -------------------------------------------------------------------------
+# Declared as an API key header so the OpenAPI document shows how to authenticate.
+authorization_header = APIKeyHeader(
+    name="Authorization",
+    scheme_name="Token",
+    description="`Token <jwt>` (RealWorld) or `Bearer <jwt>`, from login or registration",
+    auto_error=False,
+)
+AuthorizationDep = Annotated[str | None, Security(authorization_header)]
+
+
+def _user_id_from(authorization: str | None, settings: Settings) -> int | None:
+    if authorization is None:
+        return None
+    token = token_from_header(authorization)
+    if token is None:
+        raise UnauthorizedError("authorization header must be 'Token <jwt>'", code="invalid_token")
+    try:
+        return decode_access_token(token, settings.secret_key)
+    except InvalidTokenError as exc:
+        raise UnauthorizedError("token is invalid or expired", code="invalid_token") from exc
+
+
+def get_optional_user_id(authorization: AuthorizationDep, settings: SettingsDep) -> int | None:
+    """The caller's id when a token is sent (a bad token is still a 401), else None."""
+    return _user_id_from(authorization, settings)
+
+
+def get_current_user_id(authorization: AuthorizationDep, settings: SettingsDep) -> int:
+    user_id = _user_id_from(authorization, settings)
+    if user_id is None:
+        raise UnauthorizedError("authorization token is missing", code="missing_token")
+    return user_id
+
+
+OptionalUserId = Annotated[int | None, Depends(get_optional_user_id)]
+CurrentUserId = Annotated[int, Depends(get_current_user_id)]
+
+
+async def get_current_user(user_id: CurrentUserId, session: SessionDep) -> User:
+    user = await users_repo.get_by_id(session, user_id)
+    if user is None:  # a valid signature for an account that no longer exists
+        raise UnauthorizedError("token is invalid or expired", code="invalid_token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user, scope="function")]

@@ -109,6 +109,7 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
         "draining": resources.draining,
         "checks": {"database": database, "redis": checks["redis"].as_dict()},
         "circuit_breakers": {name: b.state.value for name, b in resources.breakers.items()},
+        "rate_limiter": resources.rate_limiter.status() if resources.rate_limiter else None,
         "system": await asyncio.to_thread(system.snapshot),
     }
 

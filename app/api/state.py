@@ -12,6 +12,7 @@ from app.db.cache import Cache
 from app.db.redis import RedisService
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import CircuitBreaker
+from app.resilience.rate_limit import RateLimiter
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Resources:
     redis: RedisService
     cache: Cache
     breakers: dict[str, CircuitBreaker]
+    rate_limiter: RateLimiter | None = None
     started_at: float = field(default_factory=time.monotonic)
     # Set when shutdown begins: readiness answers 503 from then on.
     draining: bool = False

@@ -160,21 +160,31 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql+asyncpg://")
         return value
 
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _origins_without_path(cls, value: list[str]) -> list[str]:
+        # Browsers send `Origin: https://host` with no trailing slash; a listed one never matches.
+        return [origin.rstrip("/") if origin != "*" else origin for origin in value]
+
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
         if self.APP_ENV != "production":
             return self
+        problems = []
         secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
         if not secret:
-            raise ValueError("SECRET_KEY is required when APP_ENV=production")
-        if secret.lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("SECRET_KEY is a placeholder value; generate a random one")
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+            problems.append("SECRET_KEY is required when APP_ENV=production")
+        elif secret.lower() in PLACEHOLDER_SECRETS:
+            problems.append("SECRET_KEY is a placeholder value; generate a random one")
+        elif len(secret) < MIN_SECRET_LENGTH:
+            problems.append(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
         if self.DEBUG:
-            raise ValueError("DEBUG must be false when APP_ENV=production")
+            problems.append("DEBUG must be false when APP_ENV=production")
         if "*" in self.CORS_ORIGINS:
-            raise ValueError("CORS_ORIGINS must list origins, not '*', when APP_ENV=production")
+            problems.append("CORS_ORIGINS must list origins, not '*', when APP_ENV=production")
+        if problems:
+            # All of them at once: an operator fixes the environment in one round trip.
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 
 class Timestamps:
+    # Server-generated values come back with RETURNING on INSERT/UPDATE: no refresh round trip.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

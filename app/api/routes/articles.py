@@ -1,0 +1,122 @@
+"""Articles: lists, feed, CRUD and favourites."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.api.deps import CacheDep, CurrentUser, CurrentUserId, OptionalUserId, SessionDep
+from app.api.routes.params import AuthorFilter, FavoritedFilter, Limit, Offset, Slug, TagFilter
+from app.schemas.articles import (
+    ArticleListResponse,
+    ArticleResponse,
+    NewArticleRequest,
+    UpdateArticleRequest,
+)
+from app.schemas.common import error_responses
+from app.services import articles as service
+
+router = APIRouter(prefix="/articles", tags=["Articles"], responses=error_responses(401))
+
+
+@router.get("", response_model=ArticleListResponse, summary="List articles, newest first")
+async def list_articles(
+    session: SessionDep,
+    viewer_id: OptionalUserId,
+    tag: TagFilter = None,
+    author: AuthorFilter = None,
+    favorited: FavoritedFilter = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> ArticleListResponse:
+    return await service.list_articles(
+        session,
+        viewer_id=viewer_id,
+        tag=tag,
+        author=author,
+        favorited=favorited,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/feed", response_model=ArticleListResponse, summary="Articles by followed authors"
+)
+async def feed(
+    session: SessionDep, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
+) -> ArticleListResponse:
+    return await service.feed(session, viewer_id=viewer_id, limit=limit, offset=offset)
+
+
+@router.post(
+    "",
+    response_model=ArticleResponse,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an article",
+)
+async def create_article(
+    payload: NewArticleRequest, user: CurrentUser, session: SessionDep, cache: CacheDep
+) -> ArticleResponse:
+    article = await service.create_article(session, cache, user, payload.article)
+    return ArticleResponse(article=article)
+
+
+@router.get(
+    "/{slug}",
+    response_model=ArticleResponse,
+    summary="Get an article",
+    responses=error_responses(404),
+)
+async def get_article(slug: Slug, viewer_id: OptionalUserId, session: SessionDep) -> ArticleResponse:
+    return ArticleResponse(article=await service.get_article(session, slug, viewer_id))
+
+
+@router.put(
+    "/{slug}",
+    response_model=ArticleResponse,
+    summary="Update an article (its author only)",
+    responses=error_responses(403, 404),
+)
+async def update_article(
+    slug: Slug,
+    payload: UpdateArticleRequest,
+    user_id: CurrentUserId,
+    session: SessionDep,
+    cache: CacheDep,
+) -> ArticleResponse:
+    article = await service.update_article(session, cache, slug, user_id, payload.article)
+    return ArticleResponse(article=article)
+
+
+@router.delete(
+    "/{slug}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete an article (its author only)",
+    responses=error_responses(403, 404),
+)
+async def delete_article(
+    slug: Slug, user_id: CurrentUserId, session: SessionDep, cache: CacheDep
+) -> Response:
+    await service.delete_article(session, cache, slug, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{slug}/favorite",
+    response_model=ArticleResponse,
+    summary="Favourite an article",
+    responses=error_responses(404),
+)
+async def favorite(slug: Slug, user_id: CurrentUserId, session: SessionDep) -> ArticleResponse:
+    return ArticleResponse(article=await service.favorite(session, slug, user_id))
+
+
+@router.delete(
+    "/{slug}/favorite",
+    response_model=ArticleResponse,
+    summary="Unfavourite an article",
+    responses=error_responses(404),
+)
+async def unfavorite(slug: Slug, user_id: CurrentUserId, session: SessionDep) -> ArticleResponse:
+    return ArticleResponse(article=await service.unfavorite(session, slug, user_id))

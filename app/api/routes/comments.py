@@ -1,0 +1,44 @@
+"""Comments on an article."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.api.deps import CurrentUser, CurrentUserId, OptionalUserId, SessionDep
+from app.api.routes.params import CommentId, Slug
+from app.schemas.comments import CommentListResponse, CommentResponse, NewCommentRequest
+from app.schemas.common import error_responses
+from app.services import comments as service
+
+router = APIRouter(
+    prefix="/articles/{slug}/comments", tags=["Comments"], responses=error_responses(401, 404)
+)
+
+
+@router.get("", response_model=CommentListResponse, summary="Comments, newest first")
+async def list_comments(
+    slug: Slug, viewer_id: OptionalUserId, session: SessionDep
+) -> CommentListResponse:
+    return CommentListResponse(comments=await service.list_comments(session, slug, viewer_id))
+
+
+@router.post("", response_model=CommentResponse, summary="Comment on an article")
+async def add_comment(
+    slug: Slug, payload: NewCommentRequest, user: CurrentUser, session: SessionDep
+) -> CommentResponse:
+    comment = await service.add_comment(session, slug, user, payload.comment.body)
+    return CommentResponse(comment=comment)
+
+
+@router.delete(
+    "/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a comment (its author only)",
+    responses=error_responses(403),
+)
+async def delete_comment(
+    slug: Slug, comment_id: CommentId, user_id: CurrentUserId, session: SessionDep
+) -> Response:
+    await service.delete_comment(session, slug, comment_id, user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

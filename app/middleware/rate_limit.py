@@ -1,0 +1,73 @@
+"""Rate limiting as pure ASGI middleware.
+
+Why middleware rather than a FastAPI dependency: it runs before routing, body parsing and any
+database work, so a flood costs one Redis round-trip per request and nothing else; it covers
+every path under the API prefix (unknown routes and 405s included, which dependencies never
+see); and it can add the RateLimit-* headers to every response, successful or not.
+
+It sits inside the forwarded-headers middleware (so `scope["client"]` is the real client, taken
+from X-Forwarded-For only when the peer is a trusted proxy) and inside CORS (so browsers can read
+a 429). The client is the user id of a valid token when there is one, else the client address.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.error_handlers import RateLimitedError, error_response
+from app.core.security import InvalidTokenError, decode_access_token, token_from_header
+from app.resilience.rate_limit import RateLimiter
+
+AUTHORIZATION = b"authorization"
+
+
+def client_key(scope: Scope, secret: str) -> str:
+    for name, value in scope["headers"]:
+        if name == AUTHORIZATION:
+            token = token_from_header(value.decode("latin-1"))
+            if token:
+                try:
+                    return f"user:{decode_access_token(token, secret)}"
+                except InvalidTokenError:
+                    pass  # the route answers 401; until then this is an anonymous client
+            break
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self._limiter(scope)
+        rules = limiter.rules_for(scope["method"], scope["path"]) if limiter else []
+        if limiter is None or not rules:
+            await self.app(scope, receive, send)
+            return
+
+        secret = scope["app"].state.settings.secret_key
+        decision = await limiter.check(rules, client_key(scope, secret))
+        if not decision.allowed:
+            refusal = RateLimitedError(
+                "Too many requests; retry after the time in Retry-After",
+                headers={k.decode(): v.decode() for k, v in decision.headers()},
+            )
+            response = error_response(429, refusal.messages, refusal.code, refusal.headers)
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *decision.headers()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    def _limiter(scope: Scope) -> RateLimiter | None:
+        if scope["type"] != "http" or "app" not in scope:
+            return None
+        resources = getattr(scope["app"].state, "resources", None)
+        limiter: RateLimiter | None = getattr(resources, "rate_limiter", None)
+        return limiter if limiter is not None and limiter.enabled else None

@@ -1,0 +1,74 @@
+"""Queries on users and follows."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Follow, User
+
+
+async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email))
+    return result.scalar_one_or_none()
+
+
+async def get_by_username(session: AsyncSession, username: str) -> User | None:
+    result = await session.execute(select(User).where(User.username == username))
+    return result.scalar_one_or_none()
+
+
+async def taken_fields(
+    session: AsyncSession, *, email: str | None, username: str | None, except_id: int | None = None
+) -> list[str]:
+    """Which of email/username already belong to another user (one round trip)."""
+    checks = []
+    if email is not None:
+        checks.append(exists().where(User.email == email, User.id != (except_id or 0)).label("email"))
+    if username is not None:
+        checks.append(
+            exists().where(User.username == username, User.id != (except_id or 0)).label("username")
+        )
+    if not checks:
+        return []
+    row = (await session.execute(select(*checks))).one()
+    return [name for name, taken in row._mapping.items() if taken]
+
+
+async def create(session: AsyncSession, *, email: str, username: str, password_hash: str) -> User:
+    user = User(email=email, username=username, password_hash=password_hash)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def is_following(session: AsyncSession, follower_id: int, followee_id: int) -> bool:
+    query = select(
+        exists().where(Follow.follower_id == follower_id, Follow.followee_id == followee_id)
+    )
+    return bool(await session.scalar(query))
+
+
+async def follow(session: AsyncSession, follower_id: int, followee_id: int) -> None:
+    await session.execute(
+        insert(Follow)
+        .values(follower_id=follower_id, followee_id=followee_id)
+        .on_conflict_do_nothing()
+    )
+
+
+async def unfollow(session: AsyncSession, follower_id: int, followee_id: int) -> None:
+    await session.execute(
+        delete(Follow).where(Follow.follower_id == follower_id, Follow.followee_id == followee_id)
+    )
+
+
+async def save(session: AsyncSession, user: User) -> User:
+    user.updated_at = func.now()  # type: ignore[assignment]
+    await session.flush()
+    return user

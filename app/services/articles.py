@@ -1,0 +1,159 @@
+"""Article use-cases: lists, feed, CRUD, favourites. Ownership is checked here."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.error_handlers import ConflictError, ForbiddenError, NotFoundError
+from app.db.cache import Cache
+from app.models import Article as ArticleModel
+from app.models import User
+from app.repositories import articles as repo
+from app.schemas.articles import (
+    Article,
+    ArticleListResponse,
+    NewArticle,
+    UpdateArticle,
+)
+from app.schemas.profiles import Profile
+from app.services import presenters
+from app.services.slugs import new_slug
+from app.services.tags import invalidate_tags
+
+SLUG_ATTEMPTS = 5
+
+
+def _not_found(slug: str) -> NotFoundError:
+    return NotFoundError(f"article {slug} not found", code="article_not_found")
+
+
+async def list_articles(
+    session: AsyncSession,
+    *,
+    viewer_id: int | None,
+    tag: str | None,
+    author: str | None,
+    favorited: str | None,
+    limit: int,
+    offset: int,
+) -> ArticleListResponse:
+    conditions = repo.list_filters(tag=tag, author=author, favorited_by=favorited)
+    rows, total = await repo.page(
+        session, conditions, viewer_id=viewer_id, limit=limit, offset=offset
+    )
+    return ArticleListResponse(
+        articles=[presenters.article_summary(r) for r in rows], articles_count=total
+    )
+
+
+async def feed(
+    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
+) -> ArticleListResponse:
+    rows, total = await repo.page(
+        session, [repo.feed_filter(viewer_id)], viewer_id=viewer_id, limit=limit, offset=offset
+    )
+    return ArticleListResponse(
+        articles=[presenters.article_summary(r) for r in rows], articles_count=total
+    )
+
+
+async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> Article:
+    row = await repo.view_by_slug(session, slug, viewer_id)
+    if row is None:
+        raise _not_found(slug)
+    return presenters.article(row)
+
+
+def _unique_tags(names: list[str]) -> list[str]:
+    return sorted(set(names))
+
+
+async def create_article(
+    session: AsyncSession, cache: Cache, author: User, data: NewArticle
+) -> Article:
+    for _ in range(SLUG_ATTEMPTS):
+        slug = new_slug(data.title)
+        inserted = await repo.insert_unless_slug_taken(
+            session,
+            slug=slug,
+            title=data.title,
+            description=data.description,
+            body=data.body,
+            author_id=author.id,
+        )
+        if inserted is not None:
+            break
+    else:
+        raise ConflictError("title could not be given a unique slug; retry", code="slug_conflict")
+    tags = _unique_tags(data.tag_list)
+    if tags:
+        await repo.set_tags(session, inserted.id, tags, replace=False)
+        invalidate_tags(session, cache)
+    return Article(
+        slug=slug,
+        title=data.title,
+        description=data.description,
+        body=data.body,
+        tag_list=tags,
+        created_at=inserted.created_at,
+        updated_at=inserted.updated_at,
+        favorited=False,
+        favorites_count=0,
+        author=Profile(username=author.username, bio=author.bio, image=author.image, following=False),
+    )
+
+
+async def _owned_article(session: AsyncSession, slug: str, user_id: int) -> ArticleModel:
+    article = await repo.get_by_slug(session, slug)
+    if article is None:
+        raise _not_found(slug)
+    if article.author_id != user_id:
+        raise ForbiddenError("article belongs to another user", code="not_article_author")
+    return article
+
+
+async def _free_slug(session: AsyncSession, title: str) -> str:
+    for _ in range(SLUG_ATTEMPTS):
+        slug = new_slug(title)
+        if not await repo.slug_exists(session, slug):
+            return slug
+    raise ConflictError("title could not be given a unique slug; retry", code="slug_conflict")
+
+
+async def update_article(
+    session: AsyncSession, cache: Cache, slug: str, user_id: int, data: UpdateArticle
+) -> Article:
+    article = await _owned_article(session, slug, user_id)
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    tags = changes.pop("tag_list", None)
+    if "title" in changes and changes["title"] != article.title:
+        article.slug = await _free_slug(session, changes["title"])
+    for field, value in changes.items():
+        setattr(article, field, value)
+    await repo.save(session, article)
+    if tags is not None:
+        await repo.set_tags(session, article.id, _unique_tags(tags), replace=True)
+        invalidate_tags(session, cache)
+    return await get_article(session, article.slug, user_id)
+
+
+async def delete_article(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> None:
+    article = await _owned_article(session, slug, user_id)
+    await repo.remove(session, article)
+    invalidate_tags(session, cache)
+
+
+async def favorite(session: AsyncSession, slug: str, user_id: int) -> Article:
+    article_id = await repo.id_by_slug(session, slug)
+    if article_id is None:
+        raise _not_found(slug)
+    await repo.add_favorite(session, user_id, article_id)
+    return await get_article(session, slug, user_id)
+
+
+async def unfavorite(session: AsyncSession, slug: str, user_id: int) -> Article:
+    article_id = await repo.id_by_slug(session, slug)
+    if article_id is None:
+        raise _not_found(slug)
+    await repo.remove_favorite(session, user_id, article_id)
+    return await get_article(session, slug, user_id)

@@ -1,0 +1,67 @@
+"""Rows and models into RealWorld response schemas (one place for the wire shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from app.models import User as UserModel
+from app.schemas.articles import Article, ArticleSummary
+from app.schemas.comments import Comment
+from app.schemas.profiles import Profile
+from app.schemas.users import User
+
+
+def author_profile(row: Row[Any]) -> Profile:
+    return Profile(
+        username=row.author_username,
+        bio=row.author_bio,
+        image=row.author_image,
+        following=bool(row.following),
+    )
+
+
+def article_summary(row: Row[Any]) -> ArticleSummary:
+    return ArticleSummary(
+        slug=row.slug,
+        title=row.title,
+        description=row.description,
+        tag_list=list(row.tag_list),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        favorited=bool(row.favorited),
+        favorites_count=row.favorites_count,
+        author=author_profile(row),
+    )
+
+
+def article(row: Row[Any]) -> Article:
+    return Article(
+        slug=row.slug,
+        title=row.title,
+        description=row.description,
+        body=row.body,
+        tag_list=list(row.tag_list),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        favorited=bool(row.favorited),
+        favorites_count=row.favorites_count,
+        author=author_profile(row),
+    )
+
+
+def comment(row: Row[Any]) -> Comment:
+    return Comment(
+        id=row.id,
+        body=row.body,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        author=author_profile(row),
+    )
+
+
+def user(model: UserModel, token: str) -> User:
+    return User(
+        email=model.email, token=token, username=model.username, bio=model.bio, image=model.image
+    )

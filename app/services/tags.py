@@ -1,0 +1,22 @@
+"""Tags: the popular-tags list, cached and dropped whenever an article's tags change."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.cache import Cache, cache_key, invalidate_after_commit
+from app.repositories import tags as tags_repo
+
+TAGS_KEY = cache_key("tags")
+
+
+async def popular_tags(session: AsyncSession, cache: Cache) -> list[str]:
+    async def load() -> list[str]:
+        return await tags_repo.popular(session)
+
+    cached: list[str] = await cache.get_or_load(TAGS_KEY, load)
+    return cached
+
+
+def invalidate_tags(session: AsyncSession, cache: Cache) -> None:
+    invalidate_after_commit(session, cache, TAGS_KEY)

@@ -1,0 +1,82 @@
+"""Registration, login and account updates."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.error_handlers import UnauthorizedError, ValidationFailedError
+from app.core.security import create_access_token, hash_password, verify_password
+from app.db.cache import Cache
+from app.models import User
+from app.repositories import users as users_repo
+from app.schemas.users import NewUser, UpdateUser
+from app.services import presenters
+from app.schemas.users import User as UserOut
+from app.services.profiles import invalidate_profile
+
+LOGIN_FAILED = "email or password is invalid"
+
+
+def issue_token(user: User, settings: Settings) -> UserOut:
+    token = create_access_token(user.id, settings.secret_key, settings.JWT_EXPIRE_MINUTES)
+    return presenters.user(user, token)
+
+
+async def _ensure_unique(
+    session: AsyncSession, *, email: str | None, username: str | None, except_id: int | None = None
+) -> None:
+    taken = await users_repo.taken_fields(
+        session, email=email, username=username, except_id=except_id
+    )
+    if taken:
+        raise ValidationFailedError([f"{field} has already been taken" for field in taken])
+
+
+async def register(session: AsyncSession, data: NewUser, settings: Settings) -> UserOut:
+    await _ensure_unique(session, email=data.email, username=data.username)
+    password_hash = await hash_password(data.password)
+    try:
+        user = await users_repo.create(
+            session, email=data.email, username=data.username, password_hash=password_hash
+        )
+    except IntegrityError as exc:  # a concurrent registration won the race
+        raise ValidationFailedError("email or username has already been taken") from exc
+    return issue_token(user, settings)
+
+
+async def login(session: AsyncSession, email: str, password: str, settings: Settings) -> UserOut:
+    user = await users_repo.get_by_email(session, email.lower())
+    # Verified even when the user is unknown, so both failures take the same time.
+    if not await verify_password(user.password_hash if user else None, password) or user is None:
+        raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
+    return issue_token(user, settings)
+
+
+async def update(
+    session: AsyncSession, cache: Cache, user: User, data: UpdateUser, settings: Settings
+) -> UserOut:
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        raise ValidationFailedError("user must contain at least one field to update")
+    for required in ("email", "username", "password"):
+        if required in changes and changes[required] is None:
+            raise ValidationFailedError(f"{required} can't be blank")
+    await _ensure_unique(
+        session,
+        email=changes.get("email") if changes.get("email") != user.email else None,
+        username=changes.get("username") if changes.get("username") != user.username else None,
+        except_id=user.id,
+    )
+    old_username = user.username
+    if "password" in changes:
+        user.password_hash = await hash_password(changes.pop("password"))
+    for field, value in changes.items():
+        setattr(user, field, value)
+    try:
+        await users_repo.save(session, user)
+    except IntegrityError as exc:
+        raise ValidationFailedError("email or username has already been taken") from exc
+    invalidate_profile(session, cache, old_username, user.username)
+    return issue_token(user, settings)
