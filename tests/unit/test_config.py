@@ -36,11 +36,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def from_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> Settings:
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return Settings(_env_file=None)
 
 
 def test_defaults() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.APP_ENV == "development"
     assert settings.DEBUG is False
     assert settings.SECRET_KEY is None
