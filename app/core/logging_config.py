@@ -24,7 +24,7 @@ SENSITIVE_KEY_PARTS = ("authorization", "cookie", "password", "token", "secret",
 
 
 def _is_sensitive(key: str) -> bool:
-    lowered = key.lower()
+    lowered = key.lower().replace("-", "_")  # header spelling: X-Api-Key
     return any(part in lowered for part in SENSITIVE_KEY_PARTS)
 
 
@@ -34,8 +34,14 @@ def _redact_value(value: Any) -> Any:
             k: REDACTED if _is_sensitive(str(k)) else _redact_value(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
+        if len(value) == 2 and isinstance(value[0], str | bytes) and _is_sensitive(_text(value[0])):
+            return [value[0], REDACTED]  # a (name, value) header pair
         return [_redact_value(v) for v in value]
     return value
+
+
+def _text(name: str | bytes) -> str:
+    return name.decode("latin-1") if isinstance(name, bytes) else name
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
