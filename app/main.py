@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.middleware.cors import CORSMiddleware
 
 from app.api import health
-from app.api.routes import build_api_router
+from app.api.routes import build_api_router, uploads
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
@@ -33,6 +33,7 @@ from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
+from app.services.storage import DiskImageStorage
 
 log = get_logger(__name__)
 
@@ -66,6 +67,7 @@ def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
         redis=redis,
         cache=Cache(redis, settings.CACHE_TTL_SECONDS),
         breakers=breakers,
+        image_storage=DiskImageStorage(settings.UPLOAD_DIR),
         rate_limiter=RateLimiter(settings, redis),
     )
 
@@ -115,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     app.include_router(health.router)
     app.include_router(build_api_router(), prefix=settings.API_PREFIX)
+    if settings.UPLOAD_URL_PREFIX.startswith("/"):  # else a CDN or object store serves them
+        app.include_router(uploads.files_router, prefix=settings.UPLOAD_URL_PREFIX.rstrip("/"))
 
     # Added innermost first: the last one added is the outermost.
     app.add_middleware(RateLimitMiddleware)

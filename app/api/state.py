@@ -13,6 +13,7 @@ from app.db.redis import RedisService
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
+from app.services.storage import ImageStorage
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Resources:
     redis: RedisService
     cache: Cache
     breakers: dict[str, CircuitBreaker]
+    image_storage: ImageStorage
     rate_limiter: RateLimiter | None = None
     started_at: float = field(default_factory=time.monotonic)
     # Set when shutdown begins: readiness answers 503 from then on.

@@ -1,0 +1,225 @@
+"""Image uploads: stream a multipart body to a staged file, hashing as it arrives, and publish it
+under its content hash.
+
+Memory stays flat whatever the client sends: body chunks go through python-multipart's push
+parser straight into the staged file (writes and hashing in a worker thread), a body larger than
+the limit is refused with 413 as soon as the count passes it (or at once when Content-Length
+says so), and a part whose first bytes are not PNG, JPEG, GIF or WebP is refused with 415 before
+the rest is read. The client's file name and content type are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from app.core.error_handlers import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+)
+from app.services.storage import ImageStorage
+
+FIELD = "file"
+# Room for the multipart boundaries and part headers around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+SNIFF_BYTES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ImageType:
+    extension: str
+    content_type: str
+
+
+PNG = ImageType("png", "image/png")
+JPEG = ImageType("jpg", "image/jpeg")
+GIF = ImageType("gif", "image/gif")
+WEBP = ImageType("webp", "image/webp")
+TYPES_BY_EXTENSION = {kind.extension: kind for kind in (PNG, JPEG, GIF, WEBP)}
+
+
+def sniff_image(head: bytes) -> ImageType | None:
+    """The image type announced by the file's magic bytes, None for anything else."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return GIF
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    name: str
+    url: str
+    size: int
+    image_type: ImageType
+
+
+class _FileField:
+    """Push-parses multipart chunks; hands back the bytes of the one `file` part."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.found = False
+        self.complete = False
+        self._in_file = False
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self._data: list[bytes] = []
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value_data,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_end": self._end,
+            },
+        )
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise BadRequestError("body is not valid multipart/form-data") from exc
+        data = b"".join(self._data)
+        self._data.clear()
+        return data
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name.extend(data[start:end])
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value.extend(data[start:end])
+
+    def _header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._in_file = options.get(b"name") == FIELD.encode()
+        if self._in_file:
+            if self.found:
+                raise ValidationFailedError("file must be sent once")
+            self.found = True
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            self._data.append(data[start:end])
+
+    def _part_end(self) -> None:
+        self._in_file = False
+
+    def _end(self) -> None:
+        self.complete = True
+
+
+class _HashingWriter:
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+
+def multipart_boundary(content_type: str | None) -> bytes:
+    media_type, options = parse_options_header(content_type)
+    if media_type != b"multipart/form-data":
+        raise UnsupportedMediaTypeError(f"send the image as multipart/form-data field '{FIELD}'")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequestError("multipart/form-data without a boundary")
+    return boundary
+
+
+class UploadService:
+    def __init__(self, storage: ImageStorage, max_bytes: int, url_prefix: str) -> None:
+        self.storage = storage
+        self.max_bytes = max_bytes
+        self.max_body_bytes = max_bytes + MULTIPART_OVERHEAD_BYTES
+        self.url_prefix = url_prefix.rstrip("/")
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"file must be at most {self.max_bytes} bytes")
+
+    async def store(
+        self, content_type: str | None, content_length: int | None, body: AsyncIterator[bytes]
+    ) -> StoredImage:
+        field = _FileField(multipart_boundary(content_type))
+        if content_length is not None and content_length > self.max_body_bytes:
+            raise self._too_large()
+        staged, handle = await asyncio.to_thread(self.storage.staging_file)
+        try:
+            writer = _HashingWriter(handle)
+            image_type = await self._receive(field, body, writer)
+            await asyncio.to_thread(handle.close)
+            name = f"{writer.digest.hexdigest()}.{image_type.extension}"
+            await self.storage.publish(staged, name)
+        finally:
+            await asyncio.to_thread(_discard, handle, staged)
+        return StoredImage(name, f"{self.url_prefix}/{name}", writer.size, image_type)
+
+    async def _receive(
+        self, field: _FileField, body: AsyncIterator[bytes], writer: _HashingWriter
+    ) -> ImageType:
+        received = 0
+        head = b""
+        image_type: ImageType | None = None
+        async for chunk in body:
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                raise self._too_large()
+            data = field.feed(chunk)
+            if not data:
+                continue
+            if writer.size + len(data) > self.max_bytes:
+                raise self._too_large()
+            if image_type is None and len(head) < SNIFF_BYTES:
+                head += data[: SNIFF_BYTES - len(head)]
+                if len(head) >= SNIFF_BYTES:
+                    image_type = _require_image(head)
+            await asyncio.to_thread(writer.write, data)
+        if not field.complete:
+            raise BadRequestError("multipart body ended early")
+        if not field.found or writer.size == 0:
+            raise ValidationFailedError(f"{FIELD} can't be blank")
+        return image_type or _require_image(head)
+
+
+def _require_image(head: bytes) -> ImageType:
+    image_type = sniff_image(head)
+    if image_type is None:
+        raise UnsupportedMediaTypeError("file must be a PNG, JPEG, GIF or WebP image")
+    return image_type
+
+
+def _discard(handle: IO[bytes], staged: Path) -> None:
+    """Drop what is left of the staged file (nothing after a successful publish)."""
+    handle.close()
+    staged.unlink(missing_ok=True)
