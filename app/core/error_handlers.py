@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.logging_config import get_logger
@@ -22,6 +23,7 @@ log = get_logger(__name__)
 
 DB_RETRY_AFTER_SECONDS = 5
 GENERIC_500 = "An internal error occurred; quote the request id when reporting it."
+DATA_ERROR_MESSAGE = "a value in the request is out of range or is not valid text"
 
 
 class AppError(Exception):
@@ -142,10 +144,15 @@ _STATUS_MESSAGES = {
 
 
 def _field_name(loc: Sequence[Any]) -> str:
-    # ("body", "user", "email") -> "email"; ("query", "limit") -> "limit"
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    # ("body", "user", "email") -> "email"; ("query", "limit") -> "limit";
+    # ("body", "article", "tagList", 3) -> "tagList". Only the first item names the source.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        source, parts = parts[0], parts[1:]
+    else:
+        source = "body"
     parts = [p for p in parts if not p.isdigit()]
-    return parts[-1] if parts else "body"
+    return parts[-1] if parts else source
 
 
 def validation_messages(errors: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -189,6 +196,19 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return error_response(422, validation_messages(exc.errors()), "validation_error")
 
 
+async def _data_error(_: Request, exc: Exception) -> Response:
+    # SQLSTATE class 22 (and the driver's own argument checks): a value the request carried
+    # cannot be stored (int64 overflow, NUL, unencodable text). The input is wrong, not the server.
+    assert isinstance(exc, sa_exc.DataError)
+    orig = exc.orig
+    log.warning(
+        "request_data_rejected",
+        error=type(orig).__name__,
+        sqlstate=getattr(orig, "sqlstate", None),
+    )
+    return error_response(422, [DATA_ERROR_MESSAGE], "invalid_value")
+
+
 def unhandled_error_response(exc: BaseException, *, expose: bool) -> JSONResponse:
     """The 500 body: generic in production, the exception's text when `expose` (development)."""
     message = f"{type(exc).__name__}: {exc}" if expose else GENERIC_500
@@ -199,3 +219,4 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sa_exc.DataError, _data_error)

@@ -27,9 +27,24 @@ UNMATCHED_ROUTE = "unmatched"
 
 
 def route_template(scope: Scope) -> str:
+    """The matched route's template with its include prefix, e.g. /api/articles/{slug}.
+
+    FastAPI puts the route object in scope["route"], but a prefix given to include_router is
+    not part of that route's path. The prefix is the leading segments of the request path that
+    the route's own template does not account for (our routes take one segment per parameter).
+    """
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return str(template) if template else UNMATCHED_ROUTE
+    if not template:
+        return UNMATCHED_ROUTE
+    template = str(template)
+    path = str(scope.get("path", ""))
+    route_segments = template.count("/")
+    path_segments = path.rstrip("/").split("/") if path != "/" else [""]
+    prefix_count = len(path_segments) - 1 - route_segments
+    if prefix_count <= 0:
+        return template
+    return "/".join(path_segments[: prefix_count + 1]) + template
 
 
 def incoming_request_id(scope: Scope) -> str:

@@ -13,8 +13,8 @@ class Timestamps:
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        DateTime(timezone=True), server_default=func.statement_timestamp(), nullable=False
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        DateTime(timezone=True), server_default=func.statement_timestamp(), nullable=False
     )

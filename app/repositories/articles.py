@@ -177,7 +177,7 @@ async def set_tags(
 
 
 async def save(session: AsyncSession, article: Article) -> Article:
-    article.updated_at = func.now()  # type: ignore[assignment]
+    article.updated_at = func.statement_timestamp()  # type: ignore[assignment]
     await session.flush()
     return article
 

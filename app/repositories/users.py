@@ -69,6 +69,6 @@ async def unfollow(session: AsyncSession, follower_id: int, followee_id: int) ->
 
 
 async def save(session: AsyncSession, user: User) -> User:
-    user.updated_at = func.now()  # type: ignore[assignment]
+    user.updated_at = func.statement_timestamp()  # type: ignore[assignment]
     await session.flush()
     return user

@@ -60,6 +60,7 @@ class ErrorEnvelope(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     descriptions = {
+        400: "Malformed request",
         401: "Missing, invalid or expired token",
         403: "Not allowed for this user",
         404: "Not found",
