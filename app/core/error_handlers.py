@@ -196,15 +196,21 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return error_response(422, validation_messages(exc.errors()), "validation_error")
 
 
-async def _data_error(_: Request, exc: Exception) -> Response:
-    # SQLSTATE class 22 (and the driver's own argument checks): a value the request carried
-    # cannot be stored (int64 overflow, NUL, unencodable text). The input is wrong, not the server.
-    assert isinstance(exc, sa_exc.DataError)
-    orig = exc.orig
+def is_invalid_value(error: BaseException) -> bool:
+    """SQLSTATE class 22 ("data exception"): a value cannot be stored (int64 overflow, NUL,
+    unencodable text), whether the server or the driver's argument encoding refused it."""
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
+
+
+async def _database_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if not is_invalid_value(exc):
+        raise exc  # a real failure: the request context middleware logs it and answers 500
     log.warning(
-        "request_data_rejected",
-        error=type(orig).__name__,
-        sqlstate=getattr(orig, "sqlstate", None),
+        "request_value_rejected",
+        error=type(exc.orig).__name__,
+        sqlstate=getattr(exc.orig, "sqlstate", None),
     )
     return error_response(422, [DATA_ERROR_MESSAGE], "invalid_value")
 
@@ -219,4 +225,4 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(sa_exc.DataError, _data_error)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
