@@ -33,6 +33,7 @@ from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
+from app.resilience.shutdown import GracefulShutdown
 from app.services.storage import DiskImageStorage
 
 log = get_logger(__name__)
@@ -84,9 +85,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis="enabled" if resources.redis.enabled else "disabled",
     )
     await wait_for_database(resources.engine, settings.DB_STARTUP_TIMEOUT)
+    shutdown = GracefulShutdown(
+        settings.SHUTDOWN_DRAIN_SECONDS,
+        settings.SHUTDOWN_GRACE_SECONDS,
+        on_drain=lambda: setattr(resources, "draining", True),
+    )
+    shutdown.install()
     try:
         yield
     finally:
+        shutdown.uninstall()
         resources.draining = True
         await resources.redis.close()
         await resources.engine.dispose()
