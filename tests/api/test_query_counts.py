@@ -1,0 +1,94 @@
+"""Lists, the feed and single articles cost a fixed number of SQL statements per request,
+whatever the page size (no N+1): counted on the real engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import event
+
+from tests.api.helpers import auth, create_article, register
+
+ARTICLES = 25
+
+
+@contextmanager
+def count_statements(app: FastAPI) -> Iterator[list[str]]:
+    statements: list[str] = []
+    engine = app.state.resources.engine.sync_engine
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # The harness wraps each request in a savepoint; production has none of those.
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+async def reader(client: AsyncClient) -> str:
+    """A reader who follows several authors who each wrote, tagged and were favourited."""
+    reader = await register(client)
+    for a in range(5):
+        author = await register(client)
+        await client.post(
+            f"/api/profiles/{author['username']}/follow", headers=auth(reader["token"])
+        )
+        for i in range(ARTICLES // 5):
+            article = await create_article(
+                client, author["token"], title=f"A{a} {i}", tagList=[f"t{i}", f"u{a}", "all"]
+            )
+            if i % 2:
+                await client.post(
+                    f"/api/articles/{article['slug']}/favorite", headers=auth(reader["token"])
+                )
+    return str(reader["token"])
+
+
+async def _statements(app: FastAPI, client: AsyncClient, url: str, token: str) -> int:
+    with count_statements(app) as statements:
+        response = await client.get(url, headers=auth(token))
+    assert response.status_code == 200, response.text
+    return len(statements)
+
+
+@pytest.mark.parametrize("path", ["/api/articles", "/api/articles/feed"])
+async def test_page_of_1_and_page_of_20_cost_the_same(
+    app: FastAPI, client: AsyncClient, reader: str, path: str
+) -> None:
+    one = await _statements(app, client, f"{path}?limit=1", reader)
+    twenty = await _statements(app, client, f"{path}?limit=20", reader)
+    filtered = await _statements(app, client, f"{path}?limit=20&tag=all", reader)
+    assert one == twenty
+    assert filtered <= 3
+    assert twenty <= 3  # the page and its total
+
+
+async def test_single_article_is_one_statement(
+    app: FastAPI, client: AsyncClient, reader: str
+) -> None:
+    slug = (await client.get("/api/articles?limit=1")).json()["articles"][0]["slug"]
+    assert await _statements(app, client, f"/api/articles/{slug}", reader) == 1
+
+
+async def test_comments_cost_is_fixed(app: FastAPI, client: AsyncClient, reader: str) -> None:
+    slug = (await client.get("/api/articles?limit=1")).json()["articles"][0]["slug"]
+    few = await _statements(app, client, f"/api/articles/{slug}/comments", reader)
+    for i in range(10):
+        user = await register(client)
+        await client.post(
+            f"/api/articles/{slug}/comments",
+            json={"comment": {"body": f"c{i}"}},
+            headers=auth(user["token"]),
+        )
+    many = await _statements(app, client, f"/api/articles/{slug}/comments", reader)
+    assert few == many == 2
