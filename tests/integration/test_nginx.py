@@ -147,6 +147,19 @@ def test_body_over_10mb_is_refused_by_nginx(nginx: NginxServer, live_app: LiveSe
     assert not [e for e in live_app.json_lines() if e.get("request_id") == payload["request_id"]]
 
 
+def test_largest_image_upload_fits_through_nginx(nginx: NginxServer) -> None:
+    # 10 MiB of image plus multipart framing reaches the app (which wants a token: 401)...
+    body = b"x" * (10 * 1024 * 1024 + 16 * 1024)
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    response = httpx.post(nginx.url + "/api/uploads", content=body, headers=headers, timeout=60)
+    assert response.status_code == 401
+    # ...11 MB does not.
+    body = b"x" * (11 * 1024 * 1024)
+    response = httpx.post(nginx.url + "/api/uploads", content=body, headers=headers, timeout=60)
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
 def test_login_burst_is_limited_by_the_auth_zone(nginx: NginxServer) -> None:
     with client_from("127.0.0.3") as client:
         responses = [
