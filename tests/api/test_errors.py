@@ -8,16 +8,15 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from pydantic import BaseModel
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from app.api.deps import SessionDep
 from app.core.config import Settings
-from app.main import create_app
+from tests.support.apps import serve
 
 JSON = {"content-type": "application/json"}
 
@@ -63,31 +62,22 @@ def probe_router() -> APIRouter:
     return router
 
 
-async def _serve(settings: Settings) -> AsyncIterator[AsyncClient]:
-    application = create_app(settings)
-    application.include_router(probe_router())
-    async with LifespanManager(application):
-        transport = ASGITransport(app=application, raise_app_exceptions=False)
-        async with AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
-
-
 @pytest.fixture(scope="module")
 async def probe(settings_factory: Callable[..., Settings]) -> AsyncIterator[AsyncClient]:
-    async for http in _serve(settings_factory()):
+    async with serve(settings_factory(), probe_router()) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 async def production(settings_factory: Callable[..., Settings]) -> AsyncIterator[AsyncClient]:
     settings = settings_factory(APP_ENV="production", SECRET_KEY=secrets.token_urlsafe(48))
-    async for http in _serve(settings):
+    async with serve(settings, probe_router()) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 async def debug(settings_factory: Callable[..., Settings]) -> AsyncIterator[AsyncClient]:
-    async for http in _serve(settings_factory(APP_ENV="development", DEBUG=True)):
+    async with serve(settings_factory(APP_ENV="development", DEBUG=True), probe_router()) as http:
         yield http
 
 
