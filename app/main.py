@@ -23,7 +23,12 @@ from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.logging_config import configure_logging, get_logger
 from app.db.cache import Cache
-from app.db.database_production import create_engine, create_session_factory, wait_for_database
+from app.db.database_production import (
+    CONNECTION_ERRORS,
+    create_engine,
+    create_session_factory,
+    wait_for_database,
+)
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.middleware.forwarded import ForwardedHeadersMiddleware
 from app.middleware.metrics import MetricsMiddleware
@@ -58,7 +63,10 @@ def _breaker(
 
 def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
     engine = create_engine(settings, metrics)
-    breakers = {"redis": _breaker("redis", settings, metrics, failure_types=REDIS_ERRORS)}
+    breakers = {
+        "redis": _breaker("redis", settings, metrics, failure_types=REDIS_ERRORS),
+        "database": _breaker("database", settings, metrics, failure_types=CONNECTION_ERRORS),
+    }
     redis = RedisService(settings, breakers["redis"])
     return Resources(
         settings=settings,

@@ -18,6 +18,7 @@ from app.db.cache import Cache, run_pending_invalidations
 from app.db.database_production import is_database_unavailable
 from app.models import User
 from app.repositories import users as users_repo
+from app.resilience.circuit_breaker import CircuitOpenError
 
 log = get_logger(__name__)
 
@@ -52,12 +53,16 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
     """
     async with resources.session_factory() as session:
         try:
+            # The connection is taken up front, through the database breaker: once Postgres is
+            # known to be down or hanging, requests get their 503 at once instead of each one
+            # waiting out the connect timeout and holding a pool slot meanwhile.
+            await resources.breakers["database"].call(session.connection)
             yield session
             await session.commit()
             await run_pending_invalidations(session)
         except Exception as exc:
             await _rollback_quietly(session)
-            if is_database_unavailable(exc):
+            if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
                 raise DatabaseUnavailableError() from exc
             raise
 

@@ -40,6 +40,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What taking a connection from the pool raises when Postgres is down or hangs: the failures
+# the "database" circuit breaker counts (query errors never reach it).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, exc.DBAPIError, OSError)
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True

@@ -1,0 +1,130 @@
+"""Postgres stopped under a live API (its own server, not the session's): requests answer 503
+with Retry-After quickly, readiness fails, liveness stays up; Postgres back: the same process
+serves again within 10 s."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.core.config import Settings
+from app.main import create_app
+
+from tests.conftest import alembic
+from tests.support.live import LiveServer
+from tests.support.servers import PostgresServer, free_port
+
+pytestmark = pytest.mark.slow
+
+DATABASE = "conduit_outage"
+
+
+@pytest.fixture
+def own_postgres(workdir: Path) -> Iterator[PostgresServer]:
+    # Under the session's workdir: as root the cluster runs as an unprivileged user who must
+    # be able to reach it (pytest's tmp_path is private to root).
+    port = free_port()
+    server = PostgresServer(workdir / f"pg-outage-{port}" / "data", port)
+    server.start()
+    server.create_database(DATABASE)
+    alembic(server.url(DATABASE), "upgrade", "head")
+    yield server
+    server.stop("immediate")
+
+
+def timed_get(http: httpx.Client, path: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = http.get(path)
+    return response, time.monotonic() - started
+
+
+def test_api_answers_503_fast_while_postgres_is_down_and_recovers(
+    base_env: dict[str, str], own_postgres: PostgresServer
+) -> None:
+    env = {
+        **base_env,
+        "DATABASE_URL": own_postgres.url(DATABASE),
+        "BREAKER_RESET_SECONDS": "1",
+    }
+    with LiveServer(env) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        name = f"outage{free_port()}"
+        user = {"username": name, "email": f"{name}@example.com", "password": "x" * 12}
+        assert http.post("/api/users", json={"user": user}).status_code == 201
+        assert http.get("/api/articles").status_code == 200
+        assert http.get(f"/api/profiles/{name}").status_code == 200
+
+        own_postgres.stop("fast")
+
+        for path in ["/api/articles", f"/api/profiles/{name}x", "/api/articles?tag=dragons"] * 4:
+            response, elapsed = timed_get(http, path)
+            assert response.status_code == 503, (path, response.text)
+            assert elapsed < 2.0, (path, elapsed)
+            assert int(response.headers["retry-after"]) > 0
+            assert response.json()["code"] == "database_unavailable"
+
+        readiness, elapsed = timed_get(http, "/health/readiness")
+        assert readiness.status_code == 503
+        assert elapsed < 2.0
+        assert readiness.json()["checks"]["database"]["status"] == "down"
+        assert http.get("/health/liveness").status_code == 200
+
+        own_postgres.start()
+        restarted = time.monotonic()
+        while True:
+            response = http.get("/api/articles")
+            if response.status_code == 200:
+                break
+            assert response.status_code == 503
+            assert time.monotonic() - restarted < 10, "API did not recover within 10 s"
+            time.sleep(0.2)
+        assert http.get(f"/api/profiles/{name}").status_code == 200
+        assert http.get("/health/readiness").status_code == 200
+        assert server.process is not None
+        assert server.process.poll() is None  # the same process, no restart
+
+
+@pytest.fixture
+def hung_postgres() -> Iterator[str]:
+    """A port whose listener completes TCP handshakes and never answers: a hung database."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/conduit"
+
+
+async def test_database_breaker_stops_paying_for_a_hung_database(
+    settings_factory: Callable[..., Settings], hung_postgres: str
+) -> None:
+    settings = settings_factory(
+        DATABASE_URL=hung_postgres,
+        DB_STARTUP_TIMEOUT=0,
+        DB_CONNECT_TIMEOUT=1,
+        BREAKER_FAILURE_THRESHOLD=2,
+        BREAKER_RESET_SECONDS=30,
+    )
+    application = create_app(settings)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with (
+        LifespanManager(application),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        for _ in range(2):  # each one waits out the connect timeout, then the breaker opens
+            response = await http.get("/api/articles")
+            assert response.status_code == 503
+        assert application.state.resources.breakers["database"].state == "open"
+        for _ in range(20):
+            started = time.monotonic()
+            response = await http.get("/api/articles")
+            assert response.status_code == 503
+            assert response.headers["retry-after"]
+            assert response.json()["code"] == "database_unavailable"
+            assert time.monotonic() - started < 0.5
+        detailed = (await http.get("/health/detailed")).json()
+        assert detailed["circuit_breakers"]["database"] == "open"
