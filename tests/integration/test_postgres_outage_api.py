@@ -15,7 +15,6 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
-
 from tests.conftest import alembic
 from tests.support.live import LiveServer
 from tests.support.servers import PostgresServer, free_port
