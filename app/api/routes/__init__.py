@@ -9,7 +9,7 @@ from app.schemas.common import error_responses
 
 
 def build_api_router() -> APIRouter:
-    router = APIRouter(responses=error_responses(422, 429, 500, 503))
+    router = APIRouter(responses=error_responses(400, 422, 429, 500, 503))
     for module in (users, profiles, articles, comments, tags, uploads):
         router.include_router(module.router)
     return router
