@@ -21,6 +21,7 @@ from app.api.routes import build_api_router, uploads
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
+from app.schemas.common import error_responses
 from app.core.logging_config import configure_logging, get_logger
 from app.db.cache import Cache
 from app.db.database_production import (
@@ -127,6 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
+        # Every route answers errors in the one envelope; this also replaces FastAPI's
+        # default 422 schema (HTTPValidationError) in the published document.
+        responses=error_responses(422, 500),
     )
     app.state.settings = settings
     app.state.metrics = metrics = AppMetrics()
