@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import alembic
+from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
 from tests.support.servers import PostgresServer
 
@@ -31,11 +31,7 @@ PIECE_INTERVAL = 0.5  # each body takes ~5 s: it outlives the drain period
 @pytest.fixture(scope="module")
 def live_database(postgres: PostgresServer) -> str:
     """A database of its own: the live servers commit for real."""
-    name = f"conduit_live_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(name)
-    url = postgres.url(name)
-    alembic(url, "upgrade", "head")
-    return url
+    return fresh_database(postgres)
 
 
 def png(seed: int) -> bytes:
