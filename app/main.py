@@ -21,7 +21,6 @@ from app.api.routes import build_api_router, uploads
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
-from app.schemas.common import error_responses
 from app.core.logging_config import configure_logging, get_logger
 from app.db.cache import Cache
 from app.db.database_production import (
@@ -40,6 +39,7 @@ from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
+from app.schemas.common import error_responses
 from app.services.storage import DiskImageStorage
 
 log = get_logger(__name__)

@@ -42,9 +42,7 @@ class Article(Timestamps, Base):
     author_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     )
-    favorites_count: Mapped[int] = mapped_column(
-        Integer, nullable=False, server_default=text("0")
-    )
+    favorites_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
 
 class Tag(Base):

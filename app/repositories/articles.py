@@ -8,17 +8,18 @@ a page costs the same number of round trips whatever its size: the page, plus it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
+    String,
     and_,
     delete,
     exists,
     false,
-    String,
     func,
     select,
     type_coerce,
@@ -45,7 +46,9 @@ def _tag_list() -> Any:
 def _viewer_flags(viewer_id: int | None) -> list[Any]:
     if viewer_id is None:
         return [false().label("following"), false().label("favorited")]
-    following = exists().where(Follow.follower_id == viewer_id, Follow.followee_id == Article.author_id)
+    following = exists().where(
+        Follow.follower_id == viewer_id, Follow.followee_id == Article.author_id
+    )
     favorited = exists().where(Favorite.user_id == viewer_id, Favorite.article_id == Article.id)
     return [following.label("following"), favorited.label("favorited")]
 
@@ -94,9 +97,7 @@ def list_filters(
 
 
 def feed_filter(viewer_id: int) -> ColumnElement[bool]:
-    return Article.author_id.in_(
-        select(Follow.followee_id).where(Follow.follower_id == viewer_id)
-    )
+    return Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == viewer_id))
 
 
 async def page(
@@ -124,7 +125,8 @@ async def page(
 
 async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any] | None:
     query = article_view(viewer_id, with_body=True).where(Article.slug == slug)
-    return (await session.execute(query)).one_or_none()
+    row: Row[Any] | None = (await session.execute(query)).one_or_none()
+    return row
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
@@ -138,7 +140,7 @@ async def slug_exists(session: AsyncSession, slug: str) -> bool:
 
 async def insert_unless_slug_taken(
     session: AsyncSession, *, slug: str, title: str, description: str, body: str, author_id: int
-) -> Row[Any] | None:
+) -> Row[int, datetime, datetime] | None:
     """Insert and return (id, created_at, updated_at); None when the slug is already taken.
 
     ON CONFLICT DO NOTHING keeps the transaction usable, so the caller can retry another slug.
@@ -177,7 +179,7 @@ async def set_tags(
 
 
 async def save(session: AsyncSession, article: Article) -> Article:
-    article.updated_at = func.statement_timestamp()  # type: ignore[assignment]
+    article.updated_at = func.statement_timestamp()
     await session.flush()
     return article
 

@@ -29,7 +29,9 @@ async def taken_fields(
     """Which of email/username already belong to another user (one round trip)."""
     checks = []
     if email is not None:
-        checks.append(exists().where(User.email == email, User.id != (except_id or 0)).label("email"))
+        checks.append(
+            exists().where(User.email == email, User.id != (except_id or 0)).label("email")
+        )
     if username is not None:
         checks.append(
             exists().where(User.username == username, User.id != (except_id or 0)).label("username")
@@ -69,6 +71,6 @@ async def unfollow(session: AsyncSession, follower_id: int, followee_id: int) ->
 
 
 async def save(session: AsyncSession, user: User) -> User:
-    user.updated_at = func.statement_timestamp()  # type: ignore[assignment]
+    user.updated_at = func.statement_timestamp()
     await session.flush()
     return user

@@ -47,7 +47,9 @@ class CamelModel(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    body: list[str] = Field(description="Human-readable messages, naming the field when there is one")
+    body: list[str] = Field(
+        description="Human-readable messages, naming the field when there is one"
+    )
 
 
 class ErrorEnvelope(BaseModel):

@@ -15,7 +15,6 @@ from app.schemas.articles import (
     NewArticle,
     UpdateArticle,
 )
-from app.schemas.profiles import Profile
 from app.services import presenters
 from app.services.slugs import new_slug
 from app.services.tags import invalidate_tags
@@ -99,7 +98,7 @@ async def create_article(
         updated_at=inserted.updated_at,
         favorited=False,
         favorites_count=0,
-        author=Profile(username=author.username, bio=author.bio, image=author.image, following=False),
+        author=presenters.own_profile(author),
     )
 
 

@@ -9,7 +9,6 @@ from app.models import User
 from app.repositories import articles as articles_repo
 from app.repositories import comments as repo
 from app.schemas.comments import Comment
-from app.schemas.profiles import Profile
 from app.services import presenters
 
 
@@ -34,7 +33,7 @@ async def add_comment(session: AsyncSession, slug: str, author: User, body: str)
         body=created.body,
         created_at=created.created_at,
         updated_at=created.updated_at,
-        author=Profile(username=author.username, bio=author.bio, image=author.image, following=False),
+        author=presenters.own_profile(author),
     )
 
 

@@ -61,6 +61,11 @@ def comment(row: Row[Any]) -> Comment:
     )
 
 
+def own_profile(model: UserModel) -> Profile:
+    """The caller's own profile: nobody follows themselves."""
+    return Profile(username=model.username, bio=model.bio, image=model.image, following=False)
+
+
 def user(model: UserModel, token: str) -> User:
     return User(
         email=model.email, token=token, username=model.username, bio=model.bio, image=model.image

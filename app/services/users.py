@@ -12,8 +12,8 @@ from app.db.cache import Cache
 from app.models import User
 from app.repositories import users as users_repo
 from app.schemas.users import NewUser, UpdateUser
-from app.services import presenters
 from app.schemas.users import User as UserOut
+from app.services import presenters
 from app.services.profiles import invalidate_profile
 
 LOGIN_FAILED = "email or password is invalid"

@@ -39,9 +39,7 @@ async def list_articles(
     )
 
 
-@router.get(
-    "/feed", response_model=ArticleListResponse, summary="Articles by followed authors"
-)
+@router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
 async def feed(
     session: SessionDep, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
 ) -> ArticleListResponse:
@@ -67,7 +65,9 @@ async def create_article(
     summary="Get an article",
     responses=error_responses(404),
 )
-async def get_article(slug: Slug, viewer_id: OptionalUserId, session: SessionDep) -> ArticleResponse:
+async def get_article(
+    slug: Slug, viewer_id: OptionalUserId, session: SessionDep
+) -> ArticleResponse:
     return ArticleResponse(article=await service.get_article(session, slug, viewer_id))
 
 

@@ -15,9 +15,7 @@ INT64_MAX = 2**63 - 1
 Slug = Annotated[SafeStr, Path(max_length=255, description="The article's slug")]
 Username = Annotated[SafeStr, Path(max_length=64, description="A username")]
 CommentId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The comment's id")]
-Limit = Annotated[
-    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size (1-{MAX_PAGE_SIZE})")
-]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size (1-{MAX_PAGE_SIZE})")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Articles to skip")]
 TagFilter = Annotated[SafeStr | None, Query(max_length=64, description="Filter by tag")]
 AuthorFilter = Annotated[SafeStr | None, Query(max_length=64, description="Filter by author")]
