@@ -1,0 +1,107 @@
+"""Postgres stopped under a running app (its own server, not the session's): readiness 503
+within 2 s naming the database, liveness 200, a request needing the database 503 with
+Retry-After within 2 s; Postgres back: readiness 200 within 10 s, same process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import alembic
+from tests.support.live import LiveServer
+from tests.support.servers import PostgresServer, free_port
+
+pytestmark = pytest.mark.slow
+
+DATABASE = "conduit_db_outage"
+
+
+@pytest.fixture
+def dedicated_postgres(workdir: Path) -> Iterator[PostgresServer]:
+    # Under the session's workdir: as root, the cluster's unprivileged owner must reach it.
+    port = free_port()
+    server = PostgresServer(workdir / f"pg-db-outage-{port}" / "data", port)
+    server.start()
+    server.create_database(DATABASE)
+    alembic(server.url(DATABASE), "upgrade", "head")
+    yield server
+    server.stop("immediate")
+
+
+def timed(http: httpx.Client, path: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = http.get(path)
+    return response, time.monotonic() - started
+
+
+def pid(http: httpx.Client) -> int:
+    return int(http.get("/health/detailed").json()["system"]["pid"])
+
+
+def test_database_outage_and_recovery(
+    base_env: dict[str, str], dedicated_postgres: PostgresServer
+) -> None:
+    env = {
+        **base_env,
+        "DATABASE_URL": dedicated_postgres.url(DATABASE),
+        "REDIS_URL": "",  # no cache in front of the database: every read needs Postgres
+        "DB_POOL_TIMEOUT": "1",
+        "DB_CONNECT_TIMEOUT": "1",
+        "BREAKER_RESET_SECONDS": "1",
+        "SHUTDOWN_DRAIN_SECONDS": "0",
+    }
+    with LiveServer(env) as server, httpx.Client(base_url=server.url, timeout=15) as http:
+        assert http.get("/health/readiness").status_code == 200
+        assert http.get("/api/tags").status_code == 200
+        serving_pid = pid(http)
+
+        dedicated_postgres.stop("immediate")
+
+        for _ in range(3):
+            readiness, elapsed = timed(http, "/health/readiness")
+            assert readiness.status_code == 503, readiness.text
+            assert elapsed < 2.0, elapsed
+            body = readiness.json()
+            assert body["code"] == "not_ready"
+            assert body["errors"]["body"] == ["database is unavailable"]
+            assert body["request_id"] == readiness.headers["x-request-id"]
+            assert body["checks"]["database"]["status"] == "down"
+            assert int(readiness.headers["retry-after"]) > 0
+
+            liveness, elapsed = timed(http, "/health/liveness")
+            assert liveness.status_code == 200
+            assert elapsed < 2.0
+
+            tags, elapsed = timed(http, "/api/tags")
+            assert tags.status_code == 503, tags.text
+            assert elapsed < 2.0, elapsed
+            assert int(tags.headers["retry-after"]) > 0
+            assert tags.json()["code"] == "database_unavailable"
+            assert tags.json()["request_id"] == tags.headers["x-request-id"]
+
+        detailed = http.get("/health/detailed").json()
+        assert detailed["status"] == "down"
+        assert detailed["checks"]["database"]["status"] == "down"
+
+        dedicated_postgres.start()
+        deadline = time.monotonic() + 10
+        while http.get("/health/readiness").status_code != 200:
+            assert time.monotonic() < deadline, "readiness did not recover within 10 s"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while http.get("/api/tags").status_code != 200:
+            assert time.monotonic() < deadline, "requests did not recover within 10 s"
+            time.sleep(0.2)
+        assert pid(http) == serving_pid, "recovered without a restart"
+        assert server.process is not None
+        assert server.process.poll() is None
+
+    # The stale pooled connections were found dead (pre-ping) and replaced, and logged as such.
+    invalidated = [
+        line for line in server.json_lines() if line.get("event") == "db_connection_invalidated"
+    ]
+    assert invalidated
