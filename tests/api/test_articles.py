@@ -132,7 +132,9 @@ async def test_only_the_author_may_update_or_delete(client: AsyncClient) -> None
 async def test_delete_article(client: AsyncClient) -> None:
     author = await register(client)
     article = await create_article(client, author["token"], tagList=["gone"])
-    response = await client.delete(f"/api/articles/{article['slug']}", headers=auth(author["token"]))
+    response = await client.delete(
+        f"/api/articles/{article['slug']}", headers=auth(author["token"])
+    )
     assert response.status_code == 204
     assert response.content == b""
     assert (await client.get(f"/api/articles/{article['slug']}")).status_code == 404
@@ -175,9 +177,7 @@ async def test_favorite_and_unfavorite_are_idempotent(client: AsyncClient) -> No
     assert anonymous["favorited"] is False
     assert anonymous["favoritesCount"] == 2
     for _ in range(2):
-        response = await client.delete(
-            f"/api/articles/{slug}/favorite", headers=auth(fan["token"])
-        )
+        response = await client.delete(f"/api/articles/{slug}/favorite", headers=auth(fan["token"]))
         assert response.status_code == 200
         assert response.json()["article"]["favorited"] is False
         assert response.json()["article"]["favoritesCount"] == 1

@@ -46,7 +46,10 @@ async def test_openapi_document_describes_the_api(client: AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     paths = document["paths"]
     operations = {
-        (method.upper(), path) for path, item in paths.items() for method in item if path.startswith("/api/")
+        (method.upper(), path)
+        for path, item in paths.items()
+        for method in item
+        if path.startswith("/api/")
     }
     expected = {
         ("POST", "/api/users/login"), ("POST", "/api/users"), ("GET", "/api/user"),

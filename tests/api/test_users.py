@@ -135,7 +135,9 @@ async def test_rename_keeps_token_valid_and_updates_profile(client: AsyncClient)
 async def test_password_change_then_login(client: AsyncClient) -> None:
     user = await register(client, "pwchanger")
     response = await client.put(
-        "/api/user", json={"user": {"password": "a-brand-new-password"}}, headers=auth(user["token"])
+        "/api/user",
+        json={"user": {"password": "a-brand-new-password"}},
+        headers=auth(user["token"]),
     )
     assert response.status_code == 200
     old = await client.post(

@@ -51,6 +51,7 @@ def test_api_conforms_to_its_openapi_document(server: LiveServer, tmp_path: Path
         "--request-timeout", "10",
         "--no-color",
         "--report-dir", str(tmp_path),
+        "--generation-database", "none",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
