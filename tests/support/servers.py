@@ -148,6 +148,9 @@ class PostgresServer:
         if exists.strip() != "1":
             self._psql(f'CREATE DATABASE "{name}"')
 
+    def drop_database(self, name: str) -> None:
+        self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def _psql(self, sql: str) -> str:
         result = self._run(
             "psql",
