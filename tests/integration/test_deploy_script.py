@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ROOT
-from tests.integration.test_compose import compose_binary
+from tests.integration.conftest import ROOT, compose_binary
 
 SCRIPT = ROOT / "deploy.sh"
 TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[deploy\] ")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,41 +15,19 @@ from pathlib import Path
 import pytest
 
 from app.core.logging_config import uvicorn_log_config
-from tests.integration.conftest import DOCKERFILE, ROOT, dockerfile_cmd, uvicorn_args_from_cmd
+from tests.integration.conftest import (
+    DOCKERFILE,
+    ROOT,
+    dockerfile_cmd,
+    instructions,
+    runtime_env,
+    stages,
+    uvicorn_args_from_cmd,
+)
 from tests.support.live import LiveServer
 
 VENV_BIN = Path(sys.executable).parent
 APP_UID = "10001"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    pairs = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            keyword, _, rest = line.strip().partition(" ")
-            pairs.append((keyword.upper(), rest.strip()))
-    return pairs
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for keyword, rest in instructions():
-        if keyword == "FROM":
-            result.append([])
-        if result:
-            result[-1].append((keyword, rest))
-    return result
-
-
-def runtime_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, rest in stages()[-1]:
-        if keyword == "ENV":
-            for name, value in re.findall(r"(\w+)=(\S+)", rest):
-                env[name] = value
-    return env
 
 
 def healthcheck_command() -> list[str]:

@@ -16,8 +16,7 @@ from pydantic import ValidationError
 
 from app.api import health
 from app.core.config import Settings
-from tests.integration.conftest import ROOT, dockerfile_cmd
-from tests.integration.test_dockerfile import runtime_env, stages
+from tests.integration.conftest import ROOT, dockerfile_cmd, runtime_env, stages
 
 K8S = ROOT / "deploy" / "k8s"
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
