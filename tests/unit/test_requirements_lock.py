@@ -20,7 +20,11 @@ LOCK = ROOT / "requirements-production.txt"
 PROJECT = "conduit-api"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*(?:;.*)?$")
 # The lock is compiled for this interpreter version (`--python-version 3.11` in the Makefile).
-TARGET = {**default_environment(), "python_version": "3.11", "python_full_version": "3.11.0"}
+TARGET: dict[str, str] = {
+    **{key: str(value) for key, value in default_environment().items()},
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",
+}
 
 
 def runtime_requirements() -> list[Requirement]:
