@@ -18,8 +18,8 @@ COPY requirements-production.txt ./
 RUN pip install --no-cache-dir --only-binary=:all: -r requirements-production.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir --no-deps . \
-    && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
+# Bytecode stays: the runtime's root file system is read-only, so it could not be written later.
+RUN pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="conduit-api" \
