@@ -34,9 +34,31 @@ def test_every_setting_is_listed_with_a_comment_above() -> None:
         assert len(above.strip()) > 4, f"{name}'s comment is empty"
 
 
+ROOT = ENV_EXAMPLE.parent
+DEPLOYMENT_MARKER = "# --- deployment"
+DEPLOYMENT_FILES = ("docker-compose.production.yml", "deploy.sh", "Dockerfile")
+
+
+def _deployment_start() -> int:
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    return next(i for i, line in enumerate(lines) if line.startswith(DEPLOYMENT_MARKER))
+
+
 def test_no_unknown_names() -> None:
-    unknown = sorted(set(_assignments()) - set(Settings.model_fields))
+    """Above the deployment section every name is an app setting (a typo would be ignored)."""
+    start = _deployment_start()
+    app_names = {n for n, (i, _) in _assignments().items() if i < start}
+    unknown = sorted(app_names - set(Settings.model_fields))
     assert not unknown, f".env.example lists settings the app does not read: {unknown}"
+
+
+def test_deployment_names_are_used_by_the_deployment_files() -> None:
+    start = _deployment_start()
+    deployment = {n for n, (i, _) in _assignments().items() if i > start}
+    assert deployment
+    used_by = "".join((ROOT / name).read_text() for name in DEPLOYMENT_FILES)
+    unused = sorted(n for n in deployment if n not in used_by)
+    assert not unused, f"deployment settings nothing reads: {unused}"
 
 
 def test_every_field_has_a_description() -> None:
