@@ -150,6 +150,8 @@ def configure_logging(
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
+        # uvicorn's own config pins levels on these; LOG_LEVEL is the one that counts.
+        named.setLevel(logging.NOTSET)
     # request_completed replaces uvicorn's access log.
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
