@@ -152,6 +152,8 @@ def configure_logging(
         named.propagate = True
         # uvicorn's own config pins levels on these; LOG_LEVEL is the one that counts.
         named.setLevel(logging.NOTSET)
+    # SQLAlchemy logs every statement at INFO; it speaks up from WARNING (DB_ECHO opts in).
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     # request_completed replaces uvicorn's access log.
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
