@@ -43,7 +43,7 @@ test: install  ## Whole suite against real Postgres and Redis, with coverage
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app tests alembic
+	$(VENV)/bin/mypy app tests alembic bench
 
 format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -52,6 +52,9 @@ format: install  ## Apply ruff's fixes and formatting
 lock: install  ## Regenerate requirements-production.txt from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --quiet --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements-production.txt
+
+bench: install  ## Load benchmark (own Postgres/Redis, production app, wrk or locust); prints figures
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:  ## Stop the local cluster and remove .venv and .data
 	-$(PY) -c "from tests.support.servers import PostgresServer as P; from pathlib import Path; P(Path('$(PG_DATA)').resolve(), $(PG_PORT)).stop()"

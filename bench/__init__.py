@@ -1,0 +1,1 @@
+"""Load benchmark: `make bench` (python -m bench.run). See docs/performance.md."""
