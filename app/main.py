@@ -30,6 +30,7 @@ from app.db.database_production import (
     wait_for_database,
 )
 from app.db.redis import REDIS_ERRORS, RedisService
+from app.middleware.body_limit import BodySizeLimitMiddleware
 from app.middleware.forwarded import ForwardedHeadersMiddleware
 from app.middleware.metrics import MetricsMiddleware
 from app.middleware.rate_limit import RateLimitMiddleware
@@ -142,6 +143,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added innermost first: the last one added is the outermost.
     app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.REQUEST_MAX_BYTES,
+        exempt_paths=[f"{settings.API_PREFIX}/uploads"],
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     RATE_LIMIT_LOGIN: str = Field("10/minute", description="Per client, POST /api/users/login")
     RATE_LIMIT_REGISTER: str = Field("5/minute", description="Per client, POST /api/users")
 
+    REQUEST_MAX_BYTES: int = Field(
+        1024 * 1024, ge=1024, description="Largest JSON request body (uploads have their own)"
+    )
+
     # --- uploads -------------------------------------------------------------------------
     UPLOAD_DIR: str = Field("./uploads", description="Where uploaded images are stored")
     UPLOAD_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted upload")
