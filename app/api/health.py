@@ -29,7 +29,7 @@ router = APIRouter(prefix="/health", tags=["health"])
 READINESS_RETRY_AFTER = "5"
 
 
-def require_metrics_token(
+async def require_metrics_token(
     resources: ResourcesDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     token = resources.settings.METRICS_TOKEN

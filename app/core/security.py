@@ -7,6 +7,7 @@ limiter instead of starving the event loop or the default thread pool.
 from __future__ import annotations
 
 import functools
+import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -17,6 +18,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 JWT_ALGORITHM = "HS256"
 # Concurrent hash computations per process; each takes ~64 MiB and a core for tens of ms.
 HASHING_CONCURRENCY = 2
+# Verified tokens remembered per process: a client sends the same token on every request, and
+# the rate limiter and the route both need its user id.
+VERIFIED_TOKEN_CACHE = 4096
 
 
 @functools.cache
@@ -66,15 +70,29 @@ def create_access_token(user_id: int, secret: str, expire_minutes: int) -> str:
 def decode_access_token(token: str, secret: str) -> int:
     """The user id in `sub`; raises InvalidTokenError for anything but a valid, live token."""
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[JWT_ALGORITHM],
-            options={"require": ["exp", "iat", "sub"]},
-        )
-        return int(claims["sub"])
+        user_id, expires_at = _verified_claims(token, secret)
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidTokenError(str(exc)) from exc
+    # A remembered token is still checked against the clock on every use.
+    if time.time() >= expires_at:
+        raise InvalidTokenError("Signature has expired")
+    return user_id
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKEN_CACHE)
+def _verified_claims(token: str, secret: str) -> tuple[int, float]:
+    """(user id, expiry) of a token whose signature and claims verify; errors are not cached.
+
+    Safe to memoise: a signature verifies forever for the same token and secret, and expiry is
+    the only claim that changes with time.
+    """
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=[JWT_ALGORITHM],
+        options={"require": ["exp", "iat", "sub"]},
+    )
+    return int(claims["sub"]), float(claims["exp"])
 
 
 def token_from_header(authorization: str | None) -> str | None:

@@ -31,9 +31,7 @@ class CheckResult:
         return body
 
 
-async def check_database(
-    engine: AsyncEngine, limit: float = CHECK_TIMEOUT_SECONDS
-) -> CheckResult:
+async def check_database(engine: AsyncEngine, limit: float = CHECK_TIMEOUT_SECONDS) -> CheckResult:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(limit):
