@@ -174,3 +174,21 @@ def test_console_tracebacks_show_no_local_variables(capsys: pytest.CaptureFixtur
     assert "unhandled_exception" in out
     assert "ValueError" in out
     assert "very-secret-jwt" not in out
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_level_applies_to_loggers_uvicorn_configured(capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn's default config gives its loggers their own level (INFO) before the app is
+    imported; LOG_LEVEL must still decide, both ways."""
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        configure_logging(level="WARNING", log_format="json")
+        logging.getLogger("uvicorn.error").info("Started server process [1]")
+        configure_logging(level="DEBUG", log_format="json")
+        logging.getLogger("uvicorn.error").debug("debug detail")
+        records = json_lines(capsys.readouterr().out)
+        assert [r["event"] for r in records] == ["debug detail"]
+    finally:
+        for name in ("uvicorn", "uvicorn.error"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
