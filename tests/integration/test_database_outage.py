@@ -5,13 +5,15 @@ Retry-After within 2 s; Postgres back: readiness 200 within 10 s, same process."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.core.config import Settings
 from tests.conftest import alembic
+from tests.support.apps import serve
 from tests.support.live import LiveServer
 from tests.support.servers import PostgresServer, free_port
 
@@ -105,3 +107,23 @@ def test_database_outage_and_recovery(
         line for line in server.json_lines() if line.get("event") == "db_connection_invalidated"
     ]
     assert invalidated
+
+
+async def test_dry_pool_answers_503_instead_of_hanging(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(
+        REDIS_URL=None, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=0.5
+    )
+    async with serve(settings) as http:
+        assert (await http.get("/api/tags")).status_code == 200
+        engine = http.app.state.resources.engine  # type: ignore[attr-defined]
+        async with engine.connect():  # holds the pool's only connection
+            started = time.monotonic()
+            response = await http.get("/api/tags")
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert elapsed < 2.0
+            assert int(response.headers["retry-after"]) > 0
+            assert response.json()["code"] == "database_unavailable"
+            assert (await http.get("/health/liveness")).status_code == 200
