@@ -147,6 +147,10 @@ async def test_500_in_production_is_generic(production: AsyncClient) -> None:
     assert len(logged) == 1, "logged once, with its stack trace"
     assert logged[0]["log_level"] == "error"
     assert logged[0]["exc_info"] is True
+    [completed] = [e for e in logs if e["event"] == "request_completed"]
+    assert completed["status"] == 500
+    assert completed["route"] == "/_probe/boom"
+    assert completed["log_level"] == "error"
 
 
 async def test_sql_error_is_a_generic_500(production: AsyncClient) -> None:
