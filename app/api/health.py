@@ -37,7 +37,11 @@ async def require_metrics_token(
         return
     expected = f"Bearer {token.get_secret_value()}".encode()
     if not authorization or not hmac.compare_digest(authorization.encode(), expected):
-        raise UnauthorizedError("A valid metrics token is required", code="metrics_token_required")
+        error = UnauthorizedError(
+            "A valid metrics token is required", code="metrics_token_required"
+        )
+        error.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'  # RFC 6750, not the API's
+        raise error
 
 
 OperatorOnly = Depends(require_metrics_token)

@@ -190,6 +190,7 @@ async def test_metrics_token(settings_factory: SettingsFactory, path: str) -> No
             assert response.status_code == 401, headers
             body = response.json()
             assert body["code"] == "metrics_token_required"
+            assert response.headers["www-authenticate"].startswith("Bearer")
             assert body["request_id"] == response.headers["x-request-id"]
             assert METRICS_TOKEN not in response.text
         ok = await http.get(path, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
