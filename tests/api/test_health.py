@@ -263,8 +263,8 @@ async def test_pool_and_breaker_gauges(client: AsyncClient) -> None:
     assert any(s.name.startswith("process_") for s in samples(exposition))
 
 
-async def test_in_flight_counts_concurrent_requests(settings_factory: SettingsFactory) -> None:
-    """Slow readiness checks overlap; the gauge sees them and returns to idle afterwards."""
+async def test_in_flight_returns_to_idle(settings_factory: SettingsFactory) -> None:
+    """After overlapping requests, only the scrape itself is in flight."""
     async with serve(settings_factory()) as http:
         results = await asyncio.gather(*(http.get("/health/readiness") for _ in range(5)))
         assert all(r.status_code == 200 for r in results)
