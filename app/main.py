@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources.draining = True
         await resources.redis.close()
         await resources.engine.dispose()
+        resources.metrics.process_exited()
         log.info("app_stopped")
 
 

@@ -1,13 +1,14 @@
 """The pooled async engine on asyncpg, its session factory, and start-up waiting.
 
 Pool and timeout figures come from settings. Event listeners feed the Prometheus counters and
-log invalidations; `pool_pre_ping` and `pool_recycle` let the app recover by itself after a
-Postgres restart.
+log invalidations; pinging connections that sat idle (see `_attach_idle_ping`) and
+`pool_recycle` let the app recover by itself after a Postgres restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import asyncpg
@@ -41,8 +42,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # What taking a connection from the pool raises when Postgres is down or hangs: the failures
-# the "database" circuit breaker counts (query errors never reach it).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, exc.DBAPIError, OSError)
+# the "database" circuit breaker counts (query errors never reach it). A dry pool
+# (exc.TimeoutError) is left out on purpose: it says this worker is busy, not that Postgres is
+# gone, and opening the breaker on it would turn a burst of traffic into seconds of outage.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = tuple(
+    error
+    for error in (*UNAVAILABLE_ERRORS, exc.DBAPIError, OSError)
+    if error is not exc.TimeoutError
+)
 
 
 def is_database_unavailable(error: BaseException) -> bool:
@@ -58,7 +65,6 @@ def create_engine(settings: Settings, metrics: AppMetrics | None = None) -> Asyn
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
         pool_recycle=settings.DB_POOL_RECYCLE,
-        pool_pre_ping=True,
         echo=settings.DB_ECHO,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
@@ -70,9 +76,45 @@ def create_engine(settings: Settings, metrics: AppMetrics | None = None) -> Asyn
             },
         },
     )
+    _attach_idle_ping(engine)
     if metrics is not None:
         _attach_pool_listeners(engine, metrics)
     return engine
+
+
+# A connection back in the pool for less than this is taken as alive without a ping.
+PING_IF_IDLE_SECONDS = 1.0
+_LAST_USED = "conduit_last_used"
+
+
+def _attach_idle_ping(engine: AsyncEngine) -> None:
+    """`pool_pre_ping`, but only for connections that sat idle.
+
+    SQLAlchemy's pre-ping costs three round trips on asyncpg (BEGIN, ";", ROLLBACK) on every
+    checkout: more than the query of a typical request. Under load connections go back and
+    forth within milliseconds and are known alive; after an outage every pooled connection
+    has been idle longer than the threshold, so each one is pinged, found dead and replaced
+    before a request sees it (the pool retries the checkout with a fresh connection).
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "connect")
+    @event.listens_for(pool, "checkin")
+    def _mark_used(_conn: Any, record: ConnectionPoolEntry | None) -> None:
+        if record is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        last_used = record.info.get(_LAST_USED)
+        if last_used is not None and time.monotonic() - last_used < PING_IF_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
+        record.info[_LAST_USED] = time.monotonic()
 
 
 def _attach_pool_listeners(engine: AsyncEngine, metrics: AppMetrics) -> None:

@@ -20,7 +20,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Request latency buckets (seconds): dense where an API should answer, sparse for the tail.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -86,6 +86,12 @@ class AppMetrics:
             registry=reg,
             multiprocess_mode="liveall",
         )
+
+    def process_exited(self) -> None:
+        """Drop this worker's live gauges from the shared files (a restarted worker's figures
+        must not be summed forever); counters and histograms are kept, as Prometheus expects."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def render(self) -> tuple[bytes, str]:
         if self.multiprocess:

@@ -127,3 +127,10 @@ async def test_dry_pool_answers_503_instead_of_hanging(
             assert int(response.headers["retry-after"]) > 0
             assert response.json()["code"] == "database_unavailable"
             assert (await http.get("/health/liveness")).status_code == 200
+            for _ in range(settings.BREAKER_FAILURE_THRESHOLD):
+                assert (await http.get("/api/tags")).status_code == 503
+        # A busy pool is not a dead database: the breaker stayed closed, so the very next
+        # request is served instead of being shed for BREAKER_RESET_SECONDS.
+        breaker = http.app.state.resources.breakers["database"]  # type: ignore[attr-defined]
+        assert breaker.state.value == "closed"
+        assert (await http.get("/api/tags")).status_code == 200
