@@ -6,12 +6,14 @@ dependency in the thread pool, a thread hand-off per dependency per request on t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.state import Resources
 from app.core.config import Settings
@@ -49,18 +51,29 @@ async def get_cache(resources: ResourcesDep) -> Cache:
 CacheDep = Annotated[Cache, Depends(get_cache)]
 
 
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit when the endpoint succeeded, roll back when it raised.
+# Safe methods only read. Under READ COMMITTED each statement of a transaction sees its own
+# snapshot anyway, so for them the transaction buys nothing but BEGIN and COMMIT round trips.
+READ_METHODS = frozenset({"GET", "HEAD"})
+AUTOCOMMIT: dict[str, object] = {"isolation_level": "AUTOCOMMIT"}
 
-    Scoped to the endpoint function, so the commit happens before the response is sent and a
-    failed commit becomes an error response instead of a 200 for lost data.
+
+@asynccontextmanager
+async def open_session(resources: Resources, *, read_only: bool) -> AsyncIterator[AsyncSession]:
+    """A session that commits when the block succeeded and rolls back when it raised.
+
+    Read-only sessions run without a transaction (autocommit), unless the session is bound to
+    a caller's connection (tests wrap each test in one) whose transaction it must join.
     """
     async with resources.session_factory() as session:
+        autocommit = read_only and isinstance(session.bind, AsyncEngine)
+        options = AUTOCOMMIT if autocommit else None
         try:
             # The connection is taken up front, through the database breaker: once Postgres is
             # known to be down or hanging, requests get their 503 at once instead of each one
             # waiting out the connect timeout and holding a pool slot meanwhile.
-            await resources.breakers["database"].call(session.connection)
+            await resources.breakers["database"].call(
+                lambda: session.connection(execution_options=options)
+            )
             yield session
             await session.commit()
             await run_pending_invalidations(session)
@@ -71,6 +84,16 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
+async def get_session(request: Request, resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """One session per request (see `open_session`); GET and HEAD only read.
+
+    Scoped to the endpoint function, so the commit happens before the response is sent and a
+    failed commit becomes an error response instead of a 200 for lost data.
+    """
+    async with open_session(resources, read_only=request.method in READ_METHODS) as session:
+        yield session
+
+
 async def _rollback_quietly(session: AsyncSession) -> None:
     try:
         await session.rollback()
@@ -79,6 +102,16 @@ async def _rollback_quietly(session: AsyncSession) -> None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+ReadSessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+async def get_read_session_opener(resources: ResourcesDep) -> ReadSessionOpener:
+    """For reads usually answered from the cache: a session is opened only on a miss."""
+    return functools.partial(open_session, resources, read_only=True)
+
+
+LazyReadSession = Annotated[ReadSessionOpener, Depends(get_read_session_opener)]
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -104,7 +137,9 @@ def _user_id_from(authorization: str | None, settings: Settings) -> int | None:
         raise UnauthorizedError("token is invalid or expired", code="invalid_token") from exc
 
 
-async def get_optional_user_id(authorization: AuthorizationDep, settings: SettingsDep) -> int | None:
+async def get_optional_user_id(
+    authorization: AuthorizationDep, settings: SettingsDep
+) -> int | None:
     """The caller's id when a token is sent (a bad token is still a 401), else None."""
     return _user_id_from(authorization, settings)
 

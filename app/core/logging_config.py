@@ -164,6 +164,8 @@ def configure_logging(
     # place so a reconfiguration (and structlog.testing.capture_logs) reaches them too.
     processors = structlog.get_config()["processors"]
     processors[:] = [
+        # First: an event below the level is dropped before any work is done on it.
+        structlog.stdlib.filter_by_level,
         *shared_processors(),
         structlog.processors.StackInfoRenderer(),
         structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

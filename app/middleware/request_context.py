@@ -8,6 +8,7 @@ even that response carries the request id and the security headers added further
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ from app.core.logging_config import get_logger
 from app.core.request_context import request_id_var
 
 log = get_logger("app.access")
+_access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
@@ -100,19 +102,23 @@ class RequestContextMiddleware:
     @staticmethod
     def _log_completed(scope: Scope, status: int, started: float) -> None:
         route = route_template(scope)
-        client = scope.get("client")
-        fields = {
-            "method": scope["method"],
-            "route": route,
-            "path": scope["path"],
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "client_ip": client[0] if client else None,
-        }
         # Probes arrive every few seconds from every balancer: keep them out of INFO logs.
         if route.startswith("/health"):
-            log.debug("request_completed", **fields)
+            level = logging.DEBUG
         elif status >= 500:
-            log.error("request_completed", **fields)
+            level = logging.ERROR
         else:
-            log.info("request_completed", **fields)
+            level = logging.INFO
+        if not _access_logger.isEnabledFor(level):
+            return  # nothing is built for a line that would be dropped
+        client = scope.get("client")
+        log.log(
+            level,
+            "request_completed",
+            method=scope["method"],
+            route=route,
+            path=scope["path"],
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            client_ip=client[0] if client else None,
+        )

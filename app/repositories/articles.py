@@ -3,10 +3,15 @@
 List pages, the feed and single articles are each one SELECT that brings the author, the
 caller's `following` and `favorited`, and the sorted tag list along (correlated subqueries), so
 a page costs the same number of round trips whatever its size: the page, plus its total count.
+
+Those SELECTs are built once per shape (viewer or not, which filters) with bound parameters and
+reused: SQLAlchemy then finds the compiled form without rebuilding and hashing the statement on
+every request, and asyncpg reuses its prepared statement.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +22,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -43,17 +49,19 @@ def _tag_list() -> Any:
     return type_coerce(func.array(names), ARRAY(String)).label("tag_list")
 
 
-def _viewer_flags(viewer_id: int | None) -> list[Any]:
-    if viewer_id is None:
+def _viewer_flags(with_viewer: bool) -> list[Any]:
+    if not with_viewer:
         return [false().label("following"), false().label("favorited")]
+    viewer: Any = bindparam("viewer_id")
     following = exists().where(
-        Follow.follower_id == viewer_id, Follow.followee_id == Article.author_id
+        Follow.follower_id == viewer, Follow.followee_id == Article.author_id
     )
-    favorited = exists().where(Favorite.user_id == viewer_id, Favorite.article_id == Article.id)
+    favorited = exists().where(Favorite.user_id == viewer, Favorite.article_id == Article.id)
     return [following.label("following"), favorited.label("favorited")]
 
 
-def article_view(viewer_id: int | None, *, with_body: bool) -> Select[Any]:
+def article_view(with_viewer: bool, *, with_body: bool) -> Select[Any]:
+    """The article columns; with a viewer, `following`/`favorited` for bound `viewer_id`."""
     columns: list[Any] = [
         Article.id,
         Article.slug,
@@ -67,65 +75,93 @@ def article_view(viewer_id: int | None, *, with_body: bool) -> Select[Any]:
         User.bio.label("author_bio"),
         User.image.label("author_image"),
         _tag_list(),
-        *_viewer_flags(viewer_id),
+        *_viewer_flags(with_viewer),
     ]
     if with_body:
         columns.append(Article.body)
     return select(*columns).join(User, User.id == Article.author_id)
 
 
-def list_filters(
-    *, tag: str | None, author: str | None, favorited_by: str | None
-) -> list[ColumnElement[bool]]:
+def _filters(*, tag: bool, author: bool, favorited_by: bool, feed: bool) -> list[Any]:
+    """Conditions on bound parameters `tag`, `author`, `favorited_by` and (feed) `viewer_id`."""
     conditions: list[ColumnElement[bool]] = []
-    if tag is not None:
+    if tag:
+        tag_id = select(Tag.id).where(Tag.name == bindparam("tag")).scalar_subquery()
         conditions.append(
-            exists()
-            .where(ArticleTag.article_id == Article.id)
-            .where(ArticleTag.tag_id == select(Tag.id).where(Tag.name == tag).scalar_subquery())
+            exists().where(ArticleTag.article_id == Article.id, ArticleTag.tag_id == tag_id)
         )
-    if author is not None:
-        conditions.append(
-            Article.author_id == select(User.id).where(User.username == author).scalar_subquery()
-        )
-    if favorited_by is not None:
-        fan = select(User.id).where(User.username == favorited_by).scalar_subquery()
+    if author:
+        author_id = select(User.id).where(User.username == bindparam("author")).scalar_subquery()
+        conditions.append(Article.author_id == author_id)
+    if favorited_by:
+        fan = select(User.id).where(User.username == bindparam("favorited_by")).scalar_subquery()
         conditions.append(
             exists().where(Favorite.article_id == Article.id, Favorite.user_id == fan)
         )
+    if feed:
+        followed = select(Follow.followee_id).where(Follow.follower_id == bindparam("viewer_id"))
+        conditions.append(Article.author_id.in_(followed))
     return conditions
 
 
-def feed_filter(viewer_id: int) -> ColumnElement[bool]:
-    return Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == viewer_id))
+@functools.cache
+def _page_statements(
+    with_viewer: bool, tag: bool, author: bool, favorited_by: bool, feed: bool
+) -> tuple[Select[Any], Select[Any]]:
+    """(page, total count) for one shape of request; `limit` and `offset` are bound too."""
+    conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
+    rows = article_view(with_viewer, with_body=False)
+    count = select(func.count()).select_from(Article)
+    if conditions:
+        rows = rows.where(and_(*conditions))
+        count = count.where(and_(*conditions))
+    rows = (
+        rows.order_by(Article.created_at.desc(), Article.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    return rows, count
+
+
+@functools.cache
+def _by_slug_statement(with_viewer: bool) -> Select[Any]:
+    return article_view(with_viewer, with_body=True).where(Article.slug == bindparam("slug"))
 
 
 async def page(
     session: AsyncSession,
-    conditions: Sequence[ColumnElement[bool]],
     *,
     viewer_id: int | None,
     limit: int,
     offset: int,
+    tag: str | None = None,
+    author: str | None = None,
+    favorited_by: str | None = None,
+    feed: bool = False,
 ) -> tuple[Sequence[Row[Any]], int]:
-    where = and_(*conditions) if conditions else None
-    rows_query = article_view(viewer_id, with_body=False)
-    count_query = select(func.count()).select_from(Article)
-    if where is not None:
-        rows_query = rows_query.where(where)
-        count_query = count_query.where(where)
-    rows_query = rows_query.order_by(Article.created_at.desc(), Article.id.desc())
-    rows = (await session.execute(rows_query.limit(limit).offset(offset))).all()
+    """A page of articles, newest first, and the total number of matches.
+
+    `feed` keeps the articles of the authors `viewer_id` follows.
+    """
+    if feed and viewer_id is None:
+        raise ValueError("the feed needs a viewer")
+    rows_query, count_query = _page_statements(
+        viewer_id is not None, tag is not None, author is not None, favorited_by is not None, feed
+    )
+    params: dict[str, Any] = {"viewer_id": viewer_id, "tag": tag, "author": author}
+    params["favorited_by"] = favorited_by
+    rows = (await session.execute(rows_query, {**params, "limit": limit, "offset": offset})).all()
     # The total is only needed when the page does not already tell it.
     if offset == 0 and len(rows) < limit:
         return rows, len(rows)
-    total = int(await session.scalar(count_query) or 0)
+    total = int((await session.execute(count_query, params)).scalar_one())
     return rows, total
 
 
 async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any] | None:
-    query = article_view(viewer_id, with_body=True).where(Article.slug == slug)
-    row: Row[Any] | None = (await session.execute(query)).one_or_none()
+    query = _by_slug_statement(viewer_id is not None)
+    params = {"slug": slug, "viewer_id": viewer_id}
+    row: Row[Any] | None = (await session.execute(query, params)).one_or_none()
     return row
 
 

@@ -5,6 +5,10 @@ Rules come from settings: RATE_LIMIT_DEFAULT on every API route, RATE_LIMIT_WRIT
 for POST/PUT/PATCH/DELETE, RATE_LIMIT_LOGIN and RATE_LIMIT_REGISTER on top of those for the two
 credential endpoints. Each rule counts separately (its name is part of the key).
 
+In Redis, one Lua script counts a request against all of its rules and returns their window
+statistics in a single atomic round trip (the same moving-window algorithm as the in-process
+fallback from the `limits` library, which needs two round trips per rule).
+
 Redis is reached through `RedisService.run`, i.e. through the Redis circuit breaker shared with
 the cache: once the breaker is open a request pays nothing for the dead Redis and is counted in
 process instead (still answering 429, per process rather than per fleet). The first Redis call
@@ -19,8 +23,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from app.core.config import Settings
@@ -32,6 +38,46 @@ log = get_logger(__name__)
 Backend = Literal["redis", "memory"]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_PREFIX = "conduit:v1:ratelimit"
+
+# KEYS: one list per rule, newest timestamp first. ARGV: now, then (limit, window seconds) per
+# rule. Rules are counted in order until one refuses (later rules are then left untouched).
+# Returns, per rule counted: allowed (1/0), hits in the window, the oldest hit in the window.
+MOVING_WINDOW_SCRIPT = """
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i])
+  local expiry = tonumber(ARGV[2 * i + 1])
+  local since = now - expiry
+  local allowed = 1
+  local last = redis.call('lindex', key, limit - 1)
+  if last and tonumber(last) >= since then
+    allowed = 0
+  else
+    redis.call('lpush', key, ARGV[1])
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+  end
+  local low, high, index = 0, redis.call('llen', key) - 1, -1
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = tonumber(redis.call('lindex', key, mid))
+    if value and value >= since then
+      index = mid
+      low = mid + 1
+    else
+      high = mid - 1
+    end
+  end
+  local oldest = ARGV[1]
+  if index >= 0 then oldest = redis.call('lindex', key, index) end
+  table.insert(out, allowed)
+  table.insert(out, index + 1)
+  table.insert(out, oldest)
+  if allowed == 0 then break end
+end
+return out
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +114,10 @@ class RateLimiter:
         self.register = Rule("register", parse(settings.RATE_LIMIT_REGISTER))
         self.redis = redis
         self._memory = MovingWindowRateLimiter(MemoryStorage())
-        self._shared: MovingWindowRateLimiter | None = None
+        self._script: AsyncScript | None = None
         if redis.client is not None:
-            storage = RedisStorage(
-                "async+redis://",
-                implementation="redispy",
-                key_prefix=KEY_PREFIX,
-                connection_pool=redis.client.connection_pool,  # type: ignore[arg-type]
-            )
-            self._shared = MovingWindowRateLimiter(storage)
-        self.backend: Backend = "redis" if self._shared else "memory"
+            self._script = redis.client.register_script(MOVING_WINDOW_SCRIPT)
+        self.backend: Backend = "redis" if self._script else "memory"
 
     def rules_for(self, method: str, path: str) -> list[Rule]:
         """Applicable rules, most specific first; none outside the API prefix."""
@@ -95,10 +135,12 @@ class RateLimiter:
 
     async def check(self, rules: list[Rule], client_key: str) -> Decision:
         """Count one hit against each rule until one refuses; the tightest rule is reported."""
-        if self._shared is not None:
-            shared = self._shared
+        if self._script is not None:
+            script = self._script
             try:
-                decision = await self.redis.run(lambda _: _evaluate(shared, rules, client_key))
+                decision = await self.redis.run(
+                    lambda client: _evaluate_in_redis(client, script, rules, client_key)
+                )
             except (RedisUnavailableError, RedisError) as exc:
                 self._switch("memory", error=type(exc).__name__)
             else:
@@ -117,6 +159,38 @@ class RateLimiter:
 
     def status(self) -> dict[str, object]:
         return {"enabled": self.enabled, "backend": self.backend}
+
+
+async def _evaluate_in_redis(
+    client: Redis, script: AsyncScript, rules: list[Rule], client_key: str
+) -> Decision:
+    now = time.time()
+    keys = [f"{KEY_PREFIX}:{rule.item.key_for(rule.name, client_key)}" for rule in rules]
+    args: list[float | int] = [now]
+    for rule in rules:
+        args += [rule.item.amount, rule.item.get_expiry()]
+    flat = await script(keys=keys, args=args, client=client)
+    decisions = [
+        _decision(rule, bool(int(flat[i])), int(flat[i + 1]), float(flat[i + 2]), now)
+        for rule, i in zip(rules, range(0, len(flat), 3), strict=False)
+    ]
+    return _tightest(decisions)
+
+
+def _decision(rule: Rule, allowed: bool, hits: int, oldest: float, now: float) -> Decision:
+    return Decision(
+        allowed=allowed,
+        limit=rule.item.amount,
+        remaining=max(rule.item.amount - hits, 0),
+        reset_after=max(math.ceil(oldest + rule.item.get_expiry() - now), 0),
+    )
+
+
+def _tightest(decisions: list[Decision]) -> Decision:
+    """The refusal when there is one (it is the last), else the rule with the fewest left."""
+    if not decisions[-1].allowed:
+        return decisions[-1]
+    return min(decisions, key=lambda d: d.remaining)
 
 
 async def _evaluate(limiter: MovingWindowRateLimiter, rules: list[Rule], key: str) -> Decision:

@@ -36,9 +36,14 @@ async def list_articles(
     limit: int,
     offset: int,
 ) -> ArticleListResponse:
-    conditions = repo.list_filters(tag=tag, author=author, favorited_by=favorited)
     rows, total = await repo.page(
-        session, conditions, viewer_id=viewer_id, limit=limit, offset=offset
+        session,
+        viewer_id=viewer_id,
+        limit=limit,
+        offset=offset,
+        tag=tag,
+        author=author,
+        favorited_by=favorited,
     )
     return ArticleListResponse(
         articles=[presenters.article_summary(r) for r in rows], articles_count=total
@@ -49,7 +54,7 @@ async def feed(
     session: AsyncSession, *, viewer_id: int, limit: int, offset: int
 ) -> ArticleListResponse:
     rows, total = await repo.page(
-        session, [repo.feed_filter(viewer_id)], viewer_id=viewer_id, limit=limit, offset=offset
+        session, viewer_id=viewer_id, limit=limit, offset=offset, feed=True
     )
     return ArticleListResponse(
         articles=[presenters.article_summary(r) for r in rows], articles_count=total

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.cache import Cache, cache_key, invalidate_after_commit
@@ -10,9 +13,14 @@ from app.repositories import tags as tags_repo
 TAGS_KEY = cache_key("tags")
 
 
-async def popular_tags(session: AsyncSession, cache: Cache) -> list[str]:
+async def popular_tags(
+    open_session: Callable[[], AbstractAsyncContextManager[AsyncSession]], cache: Cache
+) -> list[str]:
+    """From the cache; Postgres (a session opened only then) on a miss."""
+
     async def load() -> list[str]:
-        return await tags_repo.popular(session)
+        async with open_session() as session:
+            return await tags_repo.popular(session)
 
     cached: list[str] = await cache.get_or_load(TAGS_KEY, load)
     return cached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import CacheDep, SessionDep
+from app.api.deps import CacheDep, LazyReadSession
 from app.schemas.tags import TagsResponse
 from app.services import tags as service
 
@@ -12,5 +12,5 @@ router = APIRouter(tags=["Tags"])
 
 
 @router.get("/tags", response_model=TagsResponse, summary="Tags in use, most used first")
-async def list_tags(session: SessionDep, cache: CacheDep) -> TagsResponse:
-    return TagsResponse(tags=await service.popular_tags(session, cache))
+async def list_tags(open_session: LazyReadSession, cache: CacheDep) -> TagsResponse:
+    return TagsResponse(tags=await service.popular_tags(open_session, cache))
