@@ -72,6 +72,11 @@ def production_env(services: Services, workdir: Path, *, workers: int) -> dict[s
         "RATE_LIMIT_WRITE": RAISED_LIMIT,
         "RATE_LIMIT_LOGIN": RAISED_LIMIT,
         "RATE_LIMIT_REGISTER": RAISED_LIMIT,
+        # A pool as large as the connections the worker keeps busy: with the default 10 (+20
+        # overflow) sustained load above 10 concurrent requests opens and closes an overflow
+        # connection for nearly every request. See docs/performance.md.
+        "DB_POOL_SIZE": "24",
+        "DB_MAX_OVERFLOW": "8",
         "UPLOAD_DIR": str(workdir / "uploads"),
         "SHUTDOWN_DRAIN_SECONDS": "0",
         "SHUTDOWN_GRACE_SECONDS": "5",

@@ -150,18 +150,23 @@ async def page(
     )
     params: dict[str, Any] = {"viewer_id": viewer_id, "tag": tag, "author": author}
     params["favorited_by"] = favorited_by
-    rows = (await session.execute(rows_query, {**params, "limit": limit, "offset": offset})).all()
+    # Core execution on the session's connection: rows, no ORM machinery.
+    connection = await session.connection()
+    rows = (
+        await connection.execute(rows_query, {**params, "limit": limit, "offset": offset})
+    ).all()
     # The total is only needed when the page does not already tell it.
     if offset == 0 and len(rows) < limit:
         return rows, len(rows)
-    total = int((await session.execute(count_query, params)).scalar_one())
+    total = int((await connection.execute(count_query, params)).scalar_one())
     return rows, total
 
 
 async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any] | None:
     query = _by_slug_statement(viewer_id is not None)
     params = {"slug": slug, "viewer_id": viewer_id}
-    row: Row[Any] | None = (await session.execute(query, params)).one_or_none()
+    connection = await session.connection()
+    row: Row[Any] | None = (await connection.execute(query, params)).one_or_none()
     return row
 
 

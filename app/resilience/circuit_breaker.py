@@ -77,6 +77,11 @@ class CircuitBreaker:
 
     async def _admit(self) -> bool:
         """Whether this call may run; True means it is the half-open trial call."""
+        state: BreakerState = self._state
+        if state is BreakerState.CLOSED:
+            # The common case, decided without the lock: nothing awaits between this check
+            # and the return, so no other task can change the state in between.
+            return False
         async with self._lock:
             if self._state is BreakerState.CLOSED:
                 return False
