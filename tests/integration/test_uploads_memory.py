@@ -94,6 +94,9 @@ async def post_huge_body(
             await writer.drain()
             sent += len(piece)
             piece = bytes(PIECE)
+            # Paced (~50 MB/s): the server keeps reading and discarding after its 413, so an
+            # unpaced sender could push the whole body before this task notices the answer.
+            await asyncio.sleep(0.001)
 
     sender = asyncio.create_task(send_body())
     try:
