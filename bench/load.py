@@ -137,8 +137,16 @@ def _from_locust(csv_prefix: Path, seconds: float) -> Measured:
     return Measured(
         requests=int(total["Request Count"]),
         seconds=seconds,
-        p50_ms=float(total["50%"]),
-        p99_ms=float(total["99%"]),
+        p50_ms=_number(total["50%"]),
+        p99_ms=_number(total["99%"]),
         non2xx=non2xx,
         socket_errors=socket_errors,
     )
+
+
+def _number(cell: str) -> float:
+    # locust writes N/A for a run that completed no request (e.g. a very short warm-up)
+    try:
+        return float(cell)
+    except ValueError:
+        return 0.0
