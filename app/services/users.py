@@ -7,7 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.error_handlers import UnauthorizedError, ValidationFailedError
-from app.core.security import create_access_token, hash_password, verify_password
+from app.core.security import (
+    create_access_token,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from app.db.cache import Cache
 from app.models import User
 from app.repositories import users as users_repo
@@ -51,6 +56,9 @@ async def login(session: AsyncSession, email: str, password: str, settings: Sett
     # Verified even when the user is unknown, so both failures take the same time.
     if not await verify_password(user.password_hash if user else None, password) or user is None:
         raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(password)
+        await users_repo.save(session, user)
     return issue_token(user, settings)
 
 

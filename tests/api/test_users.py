@@ -6,6 +6,8 @@ import time
 
 import jwt
 from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.api.helpers import PASSWORD, auth, error_messages, register
 from tests.conftest import TEST_SECRET
@@ -184,3 +186,28 @@ async def test_unknown_keys_are_ignored(client: AsyncClient) -> None:
     )
     assert response.status_code == 201
     assert "admin" not in response.json()["user"]
+
+
+async def test_login_upgrades_a_hash_made_with_old_parameters(
+    client: AsyncClient, db_connection: AsyncConnection
+) -> None:
+    from argon2 import PasswordHasher
+
+    await register(client, "legacy")
+    old_hash = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(PASSWORD)
+    await db_connection.execute(
+        text("UPDATE users SET password_hash = :h WHERE username = 'legacy'"), {"h": old_hash}
+    )
+    response = await client.post(
+        "/api/users/login", json={"user": {"email": "legacy@example.com", "password": PASSWORD}}
+    )
+    assert response.status_code == 200
+    stored = await db_connection.scalar(
+        text("SELECT password_hash FROM users WHERE username = 'legacy'")
+    )
+    assert stored != old_hash
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    again = await client.post(
+        "/api/users/login", json={"user": {"email": "legacy@example.com", "password": PASSWORD}}
+    )
+    assert again.status_code == 200
