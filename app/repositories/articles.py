@@ -4,9 +4,9 @@ List pages, the feed and single articles are each one SELECT that brings the aut
 caller's `following` and `favorited`, and the sorted tag list along (correlated subqueries), so
 a page costs the same number of round trips whatever its size: the page, plus its total count.
 
-Those SELECTs are built once per shape (viewer or not, which filters) with bound parameters and
-reused: SQLAlchemy then finds the compiled form without rebuilding and hashing the statement on
-every request, and asyncpg reuses its prepared statement.
+Those SELECTs are built once per shape (viewer or not, which filters) with bound parameters,
+compiled once for asyncpg and run on the session's driver connection (`driver.py`), where
+asyncpg reuses its prepared statement.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
+from app.repositories.driver import CompiledRead, Record, fetch, fetch_one
 
 
 def _tag_list() -> Any:
@@ -107,7 +108,7 @@ def _filters(*, tag: bool, author: bool, favorited_by: bool, feed: bool) -> list
 @functools.cache
 def _page_statements(
     with_viewer: bool, tag: bool, author: bool, favorited_by: bool, feed: bool
-) -> tuple[Select[Any], Select[Any]]:
+) -> tuple[CompiledRead, CompiledRead]:
     """(page, total count) for one shape of request; `limit` and `offset` are bound too."""
     conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
     rows = article_view(with_viewer, with_body=False)
@@ -120,12 +121,16 @@ def _page_statements(
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
     )
-    return rows, count
+    return CompiledRead.of(rows), CompiledRead.of(count)
 
 
 @functools.cache
-def _by_slug_statement(with_viewer: bool) -> Select[Any]:
-    return article_view(with_viewer, with_body=True).where(Article.slug == bindparam("slug"))
+def _by_slug_statement(with_viewer: bool) -> CompiledRead:
+    query = article_view(with_viewer, with_body=True).where(Article.slug == bindparam("slug"))
+    return CompiledRead.of(query)
+
+
+_ID_BY_SLUG = CompiledRead.of(select(Article.id).where(Article.slug == bindparam("slug")))
 
 
 async def page(
@@ -138,7 +143,7 @@ async def page(
     author: str | None = None,
     favorited_by: str | None = None,
     feed: bool = False,
-) -> tuple[Sequence[Row[Any]], int]:
+) -> tuple[Sequence[Record], int]:
     """A page of articles, newest first, and the total number of matches.
 
     `feed` keeps the articles of the authors `viewer_id` follows.
@@ -150,24 +155,17 @@ async def page(
     )
     params: dict[str, Any] = {"viewer_id": viewer_id, "tag": tag, "author": author}
     params["favorited_by"] = favorited_by
-    # Core execution on the session's connection: rows, no ORM machinery.
-    connection = await session.connection()
-    rows = (
-        await connection.execute(rows_query, {**params, "limit": limit, "offset": offset})
-    ).all()
+    rows = await fetch(session, rows_query, {**params, "limit": limit, "offset": offset})
     # The total is only needed when the page does not already tell it.
     if offset == 0 and len(rows) < limit:
         return rows, len(rows)
-    total = int((await connection.execute(count_query, params)).scalar_one())
-    return rows, total
+    counted = await fetch_one(session, count_query, params)
+    return rows, int(counted[0]) if counted is not None else 0
 
 
-async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any] | None:
-    query = _by_slug_statement(viewer_id is not None)
+async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Record | None:
     params = {"slug": slug, "viewer_id": viewer_id}
-    connection = await session.connection()
-    row: Row[Any] | None = (await connection.execute(query, params)).one_or_none()
-    return row
+    return await fetch_one(session, _by_slug_statement(viewer_id is not None), params)
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
@@ -196,7 +194,8 @@ async def insert_unless_slug_taken(
 
 
 async def id_by_slug(session: AsyncSession, slug: str) -> int | None:
-    return await session.scalar(select(Article.id).where(Article.slug == slug))
+    row = await fetch_one(session, _ID_BY_SLUG, {"slug": slug})
+    return int(row[0]) if row is not None else None
 
 
 async def set_tags(

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, exists, false, select
+from sqlalchemy import bindparam, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Comment, Follow, User
+from app.repositories.driver import CompiledRead, Record, fetch
 
 
-def _view(viewer_id: int | None) -> Any:
+@functools.cache
+def _thread(with_viewer: bool) -> CompiledRead:
+    """An article's comments, newest first; with a viewer, `following` for bound `viewer_id`."""
+    viewer: Any = bindparam("viewer_id")
     following: Any = (
-        exists().where(Follow.follower_id == viewer_id, Follow.followee_id == Comment.author_id)
-        if viewer_id is not None
+        exists().where(Follow.follower_id == viewer, Follow.followee_id == Comment.author_id)
+        if with_viewer
         else false()
     )
-    return select(
+    query = select(
         Comment.id,
         Comment.body,
         Comment.created_at,
@@ -27,17 +32,18 @@ def _view(viewer_id: int | None) -> Any:
         User.image.label("author_image"),
         following.label("following"),
     ).join(User, User.id == Comment.author_id)
+    return CompiledRead.of(
+        query.where(Comment.article_id == bindparam("article_id")).order_by(
+            Comment.created_at.desc(), Comment.id.desc()
+        )
+    )
 
 
 async def for_article(
     session: AsyncSession, article_id: int, viewer_id: int | None
-) -> Sequence[Row[Any]]:
-    query = (
-        _view(viewer_id)
-        .where(Comment.article_id == article_id)
-        .order_by(Comment.created_at.desc(), Comment.id.desc())
-    )
-    return (await session.execute(query)).all()
+) -> Sequence[Record]:
+    params = {"article_id": article_id, "viewer_id": viewer_id}
+    return await fetch(session, _thread(viewer_id is not None), params)
 
 
 async def create(session: AsyncSession, *, article_id: int, author_id: int, body: str) -> Comment:

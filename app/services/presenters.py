@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Row
-
 from app.models import User as UserModel
+from app.repositories.driver import Record
 from app.schemas.articles import Article, ArticleSummary
 from app.schemas.comments import Comment
 from app.schemas.profiles import Profile
 from app.schemas.users import User
 
 
-def author_profile(row: Row[Any]) -> Profile:
+def author_profile(row: Record) -> Profile:
     return Profile(
         username=row.author_username,
         bio=row.author_bio,
@@ -22,7 +19,7 @@ def author_profile(row: Row[Any]) -> Profile:
     )
 
 
-def article_summary(row: Row[Any]) -> ArticleSummary:
+def article_summary(row: Record) -> ArticleSummary:
     return ArticleSummary(
         slug=row.slug,
         title=row.title,
@@ -36,7 +33,7 @@ def article_summary(row: Row[Any]) -> ArticleSummary:
     )
 
 
-def article(row: Row[Any]) -> Article:
+def article(row: Record) -> Article:
     return Article(
         slug=row.slug,
         title=row.title,
@@ -51,7 +48,7 @@ def article(row: Row[Any]) -> Article:
     )
 
 
-def comment(row: Row[Any]) -> Comment:
+def comment(row: Record) -> Comment:
     return Comment(
         id=row.id,
         body=row.body,

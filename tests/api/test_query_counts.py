@@ -1,37 +1,52 @@
 """Lists, the feed and single articles cost a fixed number of SQL statements per request,
-whatever the page size (no N+1): counted on the real engine."""
+whatever the page size (no N+1): counted on the real connection.
+
+Hot reads go straight to asyncpg (`app/repositories/driver.py`) and never reach SQLAlchemy's
+events, so statements are counted where they leave: asyncpg's query logger on the driver
+connection every request of the test uses, plus SQLAlchemy's `before_cursor_execute` for what
+still goes through SQLAlchemy (it sends prepared statements, which the query logger misses).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.api.helpers import auth, create_article, register
 
 ARTICLES = 25
 
 
-@contextmanager
-def count_statements(app: FastAPI) -> Iterator[list[str]]:
+@asynccontextmanager
+async def count_statements(connection: AsyncConnection) -> AsyncIterator[list[str]]:
+    """Every statement sent on `connection`, which the harness binds each request's session to."""
     statements: list[str] = []
-    engine = app.state.resources.engine.sync_engine
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def record(statement: str) -> None:
         # The harness wraps each request in a savepoint; production has none of those.
         if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
             statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    def from_sqlalchemy(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        record(statement)
+
+    def from_asyncpg(query: Any) -> None:
+        record(query.query)
+
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    driver.add_query_logger(from_asyncpg)
+    event.listen(connection.sync_engine, "before_cursor_execute", from_sqlalchemy)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(connection.sync_engine, "before_cursor_execute", from_sqlalchemy)
+        driver.remove_query_logger(from_asyncpg)
 
 
 @pytest.fixture
@@ -54,8 +69,10 @@ async def reader(client: AsyncClient) -> str:
     return str(reader["token"])
 
 
-async def _statements(app: FastAPI, client: AsyncClient, url: str, token: str) -> int:
-    with count_statements(app) as statements:
+async def _statements(
+    db_connection: AsyncConnection, client: AsyncClient, url: str, token: str
+) -> int:
+    async with count_statements(db_connection) as statements:
         response = await client.get(url, headers=auth(token))
     assert response.status_code == 200, response.text
     return len(statements)
@@ -63,26 +80,28 @@ async def _statements(app: FastAPI, client: AsyncClient, url: str, token: str) -
 
 @pytest.mark.parametrize("path", ["/api/articles", "/api/articles/feed"])
 async def test_page_of_1_and_page_of_20_cost_the_same(
-    app: FastAPI, client: AsyncClient, reader: str, path: str
+    db_connection: AsyncConnection, client: AsyncClient, reader: str, path: str
 ) -> None:
-    one = await _statements(app, client, f"{path}?limit=1", reader)
-    twenty = await _statements(app, client, f"{path}?limit=20", reader)
-    filtered = await _statements(app, client, f"{path}?limit=20&tag=all", reader)
+    one = await _statements(db_connection, client, f"{path}?limit=1", reader)
+    twenty = await _statements(db_connection, client, f"{path}?limit=20", reader)
+    filtered = await _statements(db_connection, client, f"{path}?limit=20&tag=all", reader)
     assert one == twenty
     assert filtered <= 3
     assert twenty <= 3  # the page and its total
 
 
 async def test_single_article_is_one_statement(
-    app: FastAPI, client: AsyncClient, reader: str
+    db_connection: AsyncConnection, client: AsyncClient, reader: str
 ) -> None:
     slug = (await client.get("/api/articles?limit=1")).json()["articles"][0]["slug"]
-    assert await _statements(app, client, f"/api/articles/{slug}", reader) == 1
+    assert await _statements(db_connection, client, f"/api/articles/{slug}", reader) == 1
 
 
-async def test_comments_cost_is_fixed(app: FastAPI, client: AsyncClient, reader: str) -> None:
+async def test_comments_cost_is_fixed(
+    db_connection: AsyncConnection, client: AsyncClient, reader: str
+) -> None:
     slug = (await client.get("/api/articles?limit=1")).json()["articles"][0]["slug"]
-    few = await _statements(app, client, f"/api/articles/{slug}/comments", reader)
+    few = await _statements(db_connection, client, f"/api/articles/{slug}/comments", reader)
     for i in range(10):
         user = await register(client)
         await client.post(
@@ -90,5 +109,5 @@ async def test_comments_cost_is_fixed(app: FastAPI, client: AsyncClient, reader:
             json={"comment": {"body": f"c{i}"}},
             headers=auth(user["token"]),
         )
-    many = await _statements(app, client, f"/api/articles/{slug}/comments", reader)
+    many = await _statements(db_connection, client, f"/api/articles/{slug}/comments", reader)
     assert few == many == 2

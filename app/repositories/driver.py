@@ -1,0 +1,81 @@
+"""Hot reads run straight on the asyncpg connection under the request's session.
+
+The statements stay SQLAlchemy Core (built in the repositories); each is compiled once for the
+asyncpg dialect (`$n` placeholders) and then sent with asyncpg's own `fetch`, which keeps a
+prepared statement per SQL text on the connection. That skips, per execution, SQLAlchemy's
+compiled-cache lookup, execution context, result processing and two greenlet hops. It is used
+only for SELECTs whose columns need no result processing (text, integers, booleans,
+timestamps, text arrays); writes and ORM loads keep going through the session.
+
+The connection is the session's, so such a read joins the session's transaction when it has
+one. Connection-level failures invalidate the pooled connection, as SQLAlchemy would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ClauseElement
+
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+# Errors after which the connection cannot be trusted any more.
+_BROKEN_CONNECTION = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Record(asyncpg.Record):  # type: ignore[misc]
+    """An asyncpg record whose columns also read as attributes, like SQLAlchemy's `Row`."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRead:
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> CompiledRead:
+        compiled: Any = statement.compile(dialect=_DIALECT)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+async def fetch(
+    session: AsyncSession, statement: CompiledRead, params: Mapping[str, Any]
+) -> Sequence[Record]:
+    connection = await session.connection()
+    driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    try:
+        rows: list[Record] = await driver.fetch(
+            statement.sql, *statement.arguments(params), record_class=Record
+        )
+    except _BROKEN_CONNECTION:
+        await connection.invalidate()
+        raise
+    return rows
+
+
+async def fetch_one(
+    session: AsyncSession, statement: CompiledRead, params: Mapping[str, Any]
+) -> Record | None:
+    rows = await fetch(session, statement, params)
+    return rows[0] if rows else None
