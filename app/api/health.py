@@ -14,10 +14,10 @@ import hmac
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ResourcesDep
+from app.api.deps import ResourcesDep, resources_of
 from app.api.state import Resources
 from app.core.error_handlers import UnauthorizedError, error_body
 from app.observability import system
@@ -48,8 +48,8 @@ OperatorOnly = Depends(require_metrics_token)
 
 
 @router.get("", summary="Process is up (no dependency I/O)")
-async def health(resources: ResourcesDep) -> dict[str, Any]:
-    settings = resources.settings
+async def health(request: Request) -> dict[str, Any]:
+    settings = resources_of(request).settings
     return {"status": "ok", "service": settings.APP_NAME, "version": settings.APP_VERSION}
 
 
