@@ -12,15 +12,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.error_handlers import PayloadTooLargeError, error_response
 
+NO_BODY = -1
+HTTP1 = frozenset({"1.0", "1.1"})
+
 
 def _declared_length(scope: Scope) -> int | None:
+    """Content-Length; in HTTP/1.x, NO_BODY when neither it nor Transfer-Encoding is sent
+    (RFC 9112 6.3: the request has no body). HTTP/2 bodies may come without either."""
+    declared: int | None = NO_BODY if scope.get("http_version") in HTTP1 else None
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
                 return int(value)
             except ValueError:
                 return None
-    return None
+        if name == b"transfer-encoding":
+            declared = None
+    return declared
 
 
 class BodySizeLimitMiddleware:
@@ -34,6 +42,9 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
+        if declared == NO_BODY:  # a GET, typically: nothing to count
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send)
             return

@@ -1,8 +1,14 @@
-"""HTTP metrics: count, latency histogram and in-flight gauge, labelled by route template."""
+"""HTTP metrics: count, latency histogram and in-flight gauge, labelled by route template.
+
+The labelled children are looked up once per (method, route, status) and kept: prometheus
+`labels()` takes a lock and builds a key on every call. Route templates bound the label sets,
+so the cache stays small.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,6 +20,19 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.http_requests.labels(method, route, str(status)),
+                self.metrics.http_duration.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,12 +47,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.http_in_flight.inc()
+        in_flight = self.metrics.http_in_flight
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_capturing_status)
         finally:
-            self.metrics.http_in_flight.dec()
-            route = route_template(scope)
-            method = scope["method"]
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+            in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self._record(scope["method"], route_template(scope), status, elapsed)

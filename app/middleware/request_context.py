@@ -26,6 +26,7 @@ _access_logger = logging.getLogger("app.access")
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 UNMATCHED_ROUTE = "unmatched"
+_TEMPLATE_KEY = "app.route_template"
 
 
 def route_template(scope: Scope) -> str:
@@ -35,18 +36,22 @@ def route_template(scope: Scope) -> str:
     not part of that route's path. The prefix is the leading segments of the request path that
     the route's own template does not account for (our routes take one segment per parameter).
     """
+    known: str | None = scope.get(_TEMPLATE_KEY)
+    if known is not None:
+        return known
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not template:
-        return UNMATCHED_ROUTE
+        return UNMATCHED_ROUTE  # not kept: routing may not have happened yet
     template = str(template)
     path = str(scope.get("path", ""))
     route_segments = template.count("/")
     path_segments = path.rstrip("/").split("/") if path != "/" else [""]
     prefix_count = len(path_segments) - 1 - route_segments
-    if prefix_count <= 0:
-        return template
-    return "/".join(path_segments[: prefix_count + 1]) + template
+    if prefix_count > 0:
+        template = "/".join(path_segments[: prefix_count + 1]) + template
+    scope[_TEMPLATE_KEY] = template  # the metrics and the access log both ask for it
+    return template
 
 
 def incoming_request_id(scope: Scope) -> str:
