@@ -2,7 +2,8 @@
 
 List pages, the feed and single articles are each one SELECT that brings the author, the
 caller's `following` and `favorited`, and the sorted tag list along (correlated subqueries), so
-a page costs the same number of round trips whatever its size: the page, plus its total count.
+a page costs the same number of round trips whatever its size: one, the page with its total
+(a second, the count alone, only for a page past the end).
 
 Those SELECTs are built once per shape (viewer or not, which filters) with bound parameters,
 compiled once for asyncpg and run on the session's driver connection (`driver.py`), where
@@ -109,17 +110,34 @@ def _filters(*, tag: bool, author: bool, favorited_by: bool, feed: bool) -> list
 def _page_statements(
     with_viewer: bool, tag: bool, author: bool, favorited_by: bool, feed: bool
 ) -> tuple[CompiledRead, CompiledRead]:
-    """(page, total count) for one shape of request; `limit` and `offset` are bound too."""
+    """(page with its total, total count) for one shape of request; `limit`, `offset` bound.
+
+    The page selects the ids of its window with `count(*) OVER ()`, the number of matches, and
+    only then joins the authors and computes tags and flags, for those rows alone: one
+    statement answers both. The count alone is for a page past the end, which has no rows to
+    carry the total.
+    """
     conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
-    rows = article_view(with_viewer, with_body=False)
+    window = select(
+        Article.id.label("id"),
+        Article.created_at.label("created_at"),
+        func.count().over().label("total"),
+    )
     count = select(func.count()).select_from(Article)
     if conditions:
-        rows = rows.where(and_(*conditions))
+        window = window.where(and_(*conditions))
         count = count.where(and_(*conditions))
-    rows = (
-        rows.order_by(Article.created_at.desc(), Article.id.desc())
+    ids = (
+        window.order_by(Article.created_at.desc(), Article.id.desc())
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
+        .subquery("page")
+    )
+    rows = (
+        article_view(with_viewer, with_body=False)
+        .add_columns(ids.c.total)
+        .join(ids, ids.c.id == Article.id)
+        .order_by(ids.c.created_at.desc(), ids.c.id.desc())
     )
     return CompiledRead.of(rows), CompiledRead.of(count)
 
@@ -156,9 +174,10 @@ async def page(
     params: dict[str, Any] = {"viewer_id": viewer_id, "tag": tag, "author": author}
     params["favorited_by"] = favorited_by
     rows = await fetch(session, rows_query, {**params, "limit": limit, "offset": offset})
-    # The total is only needed when the page does not already tell it.
-    if offset == 0 and len(rows) < limit:
-        return rows, len(rows)
+    if rows:
+        return rows, int(rows[0].total)
+    if offset == 0:
+        return rows, 0
     counted = await fetch_one(session, count_query, params)
     return rows, int(counted[0]) if counted is not None else 0
 
