@@ -33,8 +33,8 @@ NonBlankStr = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blan
 
 def _format_timestamp(moment: datetime) -> str:
     # RealWorld clients expect milliseconds and a zone: 2016-02-18T03:22:56.637Z
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is C code, about twice as fast as strftime; it ends in "+00:00" for UTC.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 Timestamp = Annotated[
