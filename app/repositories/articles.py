@@ -248,30 +248,50 @@ async def remove(session: AsyncSession, article: Article) -> None:
     await session.flush()
 
 
-async def add_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
-    inserted = await session.scalar(
+def _favorite_statements() -> tuple[Any, Any]:
+    """Add and remove a favourite and keep `favorites_count` in step, each one statement.
+
+    The count moves only when the favourite row was really inserted or deleted (the CTE returns
+    nothing otherwise), so repeating either request changes nothing.
+    """
+    user_id: Any = bindparam("user_id")
+    article_id: Any = bindparam("article_id")
+    added = (
         insert(Favorite)
         .values(user_id=user_id, article_id=article_id)
         .on_conflict_do_nothing()
         .returning(Favorite.article_id)
+        .cte("added")
     )
-    if inserted is not None:
-        await session.execute(
-            update(Article)
-            .where(Article.id == article_id)
-            .values(favorites_count=Article.favorites_count + 1)
-        )
-
-
-async def remove_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
-    removed = await session.scalar(
+    removed = (
         delete(Favorite)
         .where(Favorite.user_id == user_id, Favorite.article_id == article_id)
         .returning(Favorite.article_id)
+        .cte("removed")
     )
-    if removed is not None:
-        await session.execute(
-            update(Article)
-            .where(Article.id == article_id)
-            .values(favorites_count=Article.favorites_count - 1)
-        )
+    add = (
+        update(Article)
+        .where(Article.id.in_(select(added.c.article_id)))
+        .values(favorites_count=Article.favorites_count + 1)
+    )
+    remove = (
+        update(Article)
+        .where(Article.id.in_(select(removed.c.article_id)))
+        .values(favorites_count=Article.favorites_count - 1)
+    )
+    return add, remove
+
+
+_ADD_FAVORITE, _REMOVE_FAVORITE = _favorite_statements()
+
+
+async def add_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
+    # Core execution on the session's connection: inside its transaction, no ORM bulk-update
+    # bookkeeping (there is no loaded Article to synchronise).
+    connection = await session.connection()
+    await connection.execute(_ADD_FAVORITE, {"user_id": user_id, "article_id": article_id})
+
+
+async def remove_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
+    connection = await session.connection()
+    await connection.execute(_REMOVE_FAVORITE, {"user_id": user_id, "article_id": article_id})

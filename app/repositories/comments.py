@@ -6,7 +6,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, false, select
+from sqlalchemy import bindparam, exists, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Comment, Follow, User
@@ -46,11 +46,30 @@ async def for_article(
     return await fetch(session, _thread(viewer_id is not None), params)
 
 
+_INSERT = (
+    insert(Comment)
+    .values(article_id=bindparam("article_id"), author_id=bindparam("author_id"))
+    .values(body=bindparam("body"))
+    .returning(Comment.id, Comment.created_at, Comment.updated_at)
+)
+
+
 async def create(session: AsyncSession, *, article_id: int, author_id: int, body: str) -> Comment:
-    comment = Comment(article_id=article_id, author_id=author_id, body=body)
-    session.add(comment)
-    await session.flush()
-    return comment
+    """Insert on the session's connection (inside its transaction, no unit-of-work flush).
+
+    The returned comment carries every column but is not attached to the session.
+    """
+    connection = await session.connection()
+    params = {"article_id": article_id, "author_id": author_id, "body": body}
+    row = (await connection.execute(_INSERT, params)).one()
+    return Comment(
+        id=row.id,
+        article_id=article_id,
+        author_id=author_id,
+        body=body,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 async def get(session: AsyncSession, comment_id: int) -> Comment | None:
