@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from pydantic import ValidationError
-from starlette.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.routes import build_api_router, uploads
@@ -31,6 +30,7 @@ from app.db.database_production import (
 )
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.middleware.body_limit import BodySizeLimitMiddleware
+from app.middleware.cors import OriginAwareCORSMiddleware
 from app.middleware.forwarded import ForwardedHeadersMiddleware
 from app.middleware.metrics import MetricsMiddleware
 from app.middleware.rate_limit import RateLimitMiddleware
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exempt_paths=[f"{settings.API_PREFIX}/uploads"],
     )
     app.add_middleware(
-        CORSMiddleware,
+        OriginAwareCORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
