@@ -7,6 +7,7 @@ process writes is one JSON object, tracebacks included.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import logging.handlers
@@ -23,12 +24,18 @@ REDACTED = "[REDACTED]"
 SENSITIVE_KEY_PARTS = ("authorization", "cookie", "password", "token", "secret", "api_key")
 
 
+@functools.lru_cache(maxsize=4096)  # keys come from code and header names: a small set
 def _is_sensitive(key: str) -> bool:
     lowered = key.lower().replace("-", "_")  # header spelling: X-Api-Key
     return any(part in lowered for part in SENSITIVE_KEY_PARTS)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _redact_value(value: Any) -> Any:
+    if isinstance(value, _SCALARS):  # most values of most lines: nothing to look into
+        return value
     if isinstance(value, Mapping):
         return {
             k: REDACTED if _is_sensitive(str(k)) else _redact_value(v) for k, v in value.items()
