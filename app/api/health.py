@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from app.core.error_handlers import UnauthorizedError, error_body
 from app.observability import system
 from app.observability.checks import CheckResult, check_database, check_redis, database_pool
 from app.resilience.circuit_breaker import STATE_VALUES
+from app.schemas.health import HealthStatus
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -47,10 +49,18 @@ async def require_metrics_token(
 OperatorOnly = Depends(require_metrics_token)
 
 
-@router.get("", summary="Process is up (no dependency I/O)")
-async def health(request: Request) -> dict[str, Any]:
+@functools.lru_cache(maxsize=8)
+def _health_body(service: str, version: str) -> bytes:
+    return HealthStatus(status="ok", service=service, version=version).model_dump_json().encode()
+
+
+@router.get("", summary="Process is up (no dependency I/O)", response_model=HealthStatus)
+async def health(request: Request) -> Response:
+    # The body never changes for a process: rendered once, not validated and serialised per
+    # probe (balancers call this every few seconds, load tests far more often).
     settings = resources_of(request).settings
-    return {"status": "ok", "service": settings.APP_NAME, "version": settings.APP_VERSION}
+    body = _health_body(settings.APP_NAME, settings.APP_VERSION)
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/liveness", summary="Liveness probe (never touches Postgres or Redis)")
