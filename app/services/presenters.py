@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.models import User as UserModel
 from app.repositories.driver import Record
 from app.schemas.articles import Article, ArticleSummary
@@ -19,33 +21,26 @@ def author_profile(row: Record) -> Profile:
     )
 
 
+def _article_fields(row: Record) -> dict[str, Any]:
+    return {
+        "slug": row.slug,
+        "title": row.title,
+        "description": row.description,
+        "tag_list": list(row.tag_list),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "favorited": bool(row.favorited),
+        "favorites_count": row.favorites_count,
+        "author": author_profile(row),
+    }
+
+
 def article_summary(row: Record) -> ArticleSummary:
-    return ArticleSummary(
-        slug=row.slug,
-        title=row.title,
-        description=row.description,
-        tag_list=list(row.tag_list),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        favorited=bool(row.favorited),
-        favorites_count=row.favorites_count,
-        author=author_profile(row),
-    )
+    return ArticleSummary(**_article_fields(row))
 
 
 def article(row: Record) -> Article:
-    return Article(
-        slug=row.slug,
-        title=row.title,
-        description=row.description,
-        body=row.body,
-        tag_list=list(row.tag_list),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        favorited=bool(row.favorited),
-        favorites_count=row.favorites_count,
-        author=author_profile(row),
-    )
+    return Article(**_article_fields(row), body=row.body)
 
 
 def comment(row: Record) -> Comment:

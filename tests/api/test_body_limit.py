@@ -4,15 +4,12 @@ up front or only discovered while the body streams in. Uploads keep their own, l
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from fastapi import FastAPI
 from httpx import AsyncClient
 from PIL import Image
 
-from app.services.storage import DiskImageStorage
 from tests.api.helpers import auth, register
 
 LIMIT = 1024 * 1024
@@ -54,15 +51,6 @@ async def test_body_under_the_limit_is_processed(client: AsyncClient) -> None:
         "/api/articles", json={"article": article}, headers=auth(user["token"])
     )
     assert response.status_code == 201
-
-
-@pytest.fixture
-def upload_dir(app: FastAPI, tmp_path: Path) -> Iterator[Path]:
-    resources = app.state.resources
-    original = resources.image_storage
-    resources.image_storage = DiskImageStorage(tmp_path)
-    yield tmp_path
-    resources.image_storage = original
 
 
 async def test_uploads_are_not_bound_by_the_json_limit(

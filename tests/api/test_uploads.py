@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from PIL import Image
 
-from app.services.storage import DiskImageStorage
 from tests.api.helpers import auth, error_messages, register
 
 
@@ -20,15 +19,6 @@ def image_bytes(fmt: str, size: tuple[int, int] = (8, 6)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (200, 30, 90)).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def upload_dir(app: FastAPI, tmp_path: Path) -> Iterator[Path]:
-    resources = app.state.resources
-    original = resources.image_storage
-    resources.image_storage = DiskImageStorage(tmp_path)
-    yield tmp_path
-    resources.image_storage = original
 
 
 @pytest.fixture
