@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.live import LiveServer
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import PostgresServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "nginx.conf"
@@ -234,3 +234,22 @@ def live_app(
         yield server
     finally:
         server.stop()
+
+
+OUTAGE_DATABASE = "conduit_outage"
+
+
+@pytest.fixture
+def dedicated_postgres(workdir: Path) -> Iterator[PostgresServer]:
+    """A migrated Postgres of the test's own, which the test may stop and start again."""
+    from tests.conftest import alembic
+
+    # Under the session's workdir: as root the cluster runs as an unprivileged user who must be
+    # able to reach it (pytest's tmp_path is private to root).
+    port = free_port()
+    server = PostgresServer(workdir / f"pg-outage-{port}" / "data", port)
+    server.start()
+    server.create_database(OUTAGE_DATABASE)
+    alembic(server.url(OUTAGE_DATABASE), "upgrade", "head")
+    yield server
+    server.stop("immediate")

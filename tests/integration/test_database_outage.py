@@ -5,39 +5,18 @@ Retry-After within 2 s; Postgres back: readiness 200 within 10 s, same process."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.conftest import alembic
+from tests.integration.conftest import OUTAGE_DATABASE
 from tests.support.apps import serve
-from tests.support.live import LiveServer
-from tests.support.servers import PostgresServer, free_port
+from tests.support.live import LiveServer, timed_get
+from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
-
-DATABASE = "conduit_db_outage"
-
-
-@pytest.fixture
-def dedicated_postgres(workdir: Path) -> Iterator[PostgresServer]:
-    # Under the session's workdir: as root, the cluster's unprivileged owner must reach it.
-    port = free_port()
-    server = PostgresServer(workdir / f"pg-db-outage-{port}" / "data", port)
-    server.start()
-    server.create_database(DATABASE)
-    alembic(server.url(DATABASE), "upgrade", "head")
-    yield server
-    server.stop("immediate")
-
-
-def timed(http: httpx.Client, path: str) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = http.get(path)
-    return response, time.monotonic() - started
 
 
 def pid(http: httpx.Client) -> int:
@@ -49,7 +28,7 @@ def test_database_outage_and_recovery(
 ) -> None:
     env = {
         **base_env,
-        "DATABASE_URL": dedicated_postgres.url(DATABASE),
+        "DATABASE_URL": dedicated_postgres.url(OUTAGE_DATABASE),
         "REDIS_URL": "",  # no cache in front of the database: every read needs Postgres
         "DB_POOL_TIMEOUT": "1",
         "DB_CONNECT_TIMEOUT": "1",
@@ -64,7 +43,7 @@ def test_database_outage_and_recovery(
         dedicated_postgres.stop("immediate")
 
         for _ in range(3):
-            readiness, elapsed = timed(http, "/health/readiness")
+            readiness, elapsed = timed_get(http, "/health/readiness")
             assert readiness.status_code == 503, readiness.text
             assert elapsed < 2.0, elapsed
             body = readiness.json()
@@ -74,11 +53,11 @@ def test_database_outage_and_recovery(
             assert body["checks"]["database"]["status"] == "down"
             assert int(readiness.headers["retry-after"]) > 0
 
-            liveness, elapsed = timed(http, "/health/liveness")
+            liveness, elapsed = timed_get(http, "/health/liveness")
             assert liveness.status_code == 200
             assert elapsed < 2.0
 
-            tags, elapsed = timed(http, "/api/tags")
+            tags, elapsed = timed_get(http, "/api/tags")
             assert tags.status_code == 503, tags.text
             assert elapsed < 2.0, elapsed
             assert int(tags.headers["retry-after"]) > 0

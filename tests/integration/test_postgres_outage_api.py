@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,40 +14,19 @@ from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import alembic
-from tests.support.live import LiveServer
+from tests.integration.conftest import OUTAGE_DATABASE
+from tests.support.live import LiveServer, timed_get
 from tests.support.servers import PostgresServer, free_port
 
 pytestmark = pytest.mark.slow
 
-DATABASE = "conduit_outage"
-
-
-@pytest.fixture
-def own_postgres(workdir: Path) -> Iterator[PostgresServer]:
-    # Under the session's workdir: as root the cluster runs as an unprivileged user who must
-    # be able to reach it (pytest's tmp_path is private to root).
-    port = free_port()
-    server = PostgresServer(workdir / f"pg-outage-{port}" / "data", port)
-    server.start()
-    server.create_database(DATABASE)
-    alembic(server.url(DATABASE), "upgrade", "head")
-    yield server
-    server.stop("immediate")
-
-
-def timed_get(http: httpx.Client, path: str) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = http.get(path)
-    return response, time.monotonic() - started
-
 
 def test_api_answers_503_fast_while_postgres_is_down_and_recovers(
-    base_env: dict[str, str], own_postgres: PostgresServer
+    base_env: dict[str, str], dedicated_postgres: PostgresServer
 ) -> None:
     env = {
         **base_env,
-        "DATABASE_URL": own_postgres.url(DATABASE),
+        "DATABASE_URL": dedicated_postgres.url(OUTAGE_DATABASE),
         "BREAKER_RESET_SECONDS": "1",
     }
     with LiveServer(env) as server, httpx.Client(base_url=server.url, timeout=10) as http:
@@ -58,7 +36,7 @@ def test_api_answers_503_fast_while_postgres_is_down_and_recovers(
         assert http.get("/api/articles").status_code == 200
         assert http.get(f"/api/profiles/{name}").status_code == 200
 
-        own_postgres.stop("fast")
+        dedicated_postgres.stop("fast")
 
         for path in ["/api/articles", f"/api/profiles/{name}x", "/api/articles?tag=dragons"] * 4:
             response, elapsed = timed_get(http, path)
@@ -73,7 +51,7 @@ def test_api_answers_503_fast_while_postgres_is_down_and_recovers(
         assert readiness.json()["checks"]["database"]["status"] == "down"
         assert http.get("/health/liveness").status_code == 200
 
-        own_postgres.start()
+        dedicated_postgres.start()
         restarted = time.monotonic()
         while True:
             response = http.get("/api/articles")

@@ -107,3 +107,10 @@ class LiveServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def timed_get(http: httpx.Client, path: str) -> tuple[httpx.Response, float]:
+    """The response and how long it took, in seconds."""
+    started = time.monotonic()
+    response = http.get(path)
+    return response, time.monotonic() - started
