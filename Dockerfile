@@ -27,8 +27,12 @@ LABEL org.opencontainers.image.title="conduit-api" \
 # Settings the container topology fixes; everything else comes from the environment (.env).
 # Uvicorn reads WEB_CONCURRENCY and FORWARDED_ALLOW_IPS itself, and every other option from
 # UVICORN_<OPTION> (click's auto_envvar_prefix): UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN bounds the
-# drain after SIGTERM (keep it >= SHUTDOWN_GRACE_SECONDS).
+# drain after SIGTERM (keep it >= SHUTDOWN_GRACE_SECONDS). glibc malloc: at most 2 arenas, and
+# blocks of 1 MiB and more (Argon2id's 19 MiB) always mmapped, so they go back to the kernel when
+# freed instead of staying in a thread's arena (docs/performance.md, "Third pass").
 ENV PATH=/opt/venv/bin:$PATH \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=1048576 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     APP_ENV=production \

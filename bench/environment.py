@@ -57,6 +57,9 @@ def services(workdir: Path) -> Iterator[Services]:
         postgres.stop("immediate")
 
 
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+
+
 def production_env(services: Services, workdir: Path, *, workers: int) -> dict[str, str]:
     """Production settings, JSON logs to a file, metrics on, every rate limit raised."""
     env = {
@@ -80,6 +83,8 @@ def production_env(services: Services, workdir: Path, *, workers: int) -> dict[s
         "UPLOAD_DIR": str(workdir / "uploads"),
         "SHUTDOWN_DRAIN_SECONDS": "0",
         "SHUTDOWN_GRACE_SECONDS": "5",
+        # The image's glibc malloc settings (Dockerfile ENV), so the bench measures what runs.
+        **MALLOC_ENV,
     }
     if workers > 1:
         metrics_dir = workdir / f"prometheus-{workers}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.core.logging_config import uvicorn_log_config
+from bench.environment import MALLOC_ENV
 from tests.integration.conftest import (
     DOCKERFILE,
     ROOT,
@@ -132,6 +133,11 @@ def test_runtime_env_matches_the_deployment() -> None:
     assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
     assert env["UPLOAD_DIR"] == "/var/lib/conduit/uploads"
     assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_bench_runs_with_the_images_malloc_settings() -> None:
+    env = runtime_env()
+    assert {name: env[name] for name in MALLOC_ENV} == MALLOC_ENV
 
 
 def test_log_config_file_is_the_apps_json_config() -> None:
