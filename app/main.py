@@ -42,6 +42,7 @@ from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
 from app.schemas.common import error_responses
 from app.services.storage import DiskImageStorage
+from app.services.tags import TAGS_KEY
 
 log = get_logger(__name__)
 
@@ -79,7 +80,8 @@ def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
         cache=Cache(redis, settings.CACHE_TTL_SECONDS),
         breakers=breakers,
         image_storage=DiskImageStorage(settings.UPLOAD_DIR),
-        rate_limiter=RateLimiter(settings, redis),
+        # GET /api/tags is answered from the cache: its value comes back with the count.
+        rate_limiter=RateLimiter(settings, redis, prefetch={"/tags": TAGS_KEY}),
     )
 
 

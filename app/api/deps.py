@@ -27,6 +27,7 @@ from app.db.database_production import is_database_unavailable
 from app.models import User
 from app.repositories import users as users_repo
 from app.resilience.circuit_breaker import CircuitOpenError
+from app.resilience.rate_limit import PREFETCHED_STATE
 
 log = get_logger(__name__)
 
@@ -51,7 +52,10 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 async def get_cache(request: Request) -> Cache:
-    return resources_of(request).cache
+    """The cache, answering from what the rate limiter read along with its count, if anything."""
+    cache = resources_of(request).cache
+    prefetched = request.scope.get("state", {}).get(PREFETCHED_STATE)
+    return cache if prefetched is None else cache.with_prefetched(prefetched)
 
 
 CacheDep = Annotated[Cache, Depends(get_cache)]

@@ -7,7 +7,7 @@ idempotent, so a transient Redis error gets a quick retry; an open breaker gets 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -27,11 +27,21 @@ def cache_key(*parts: str) -> str:
 
 
 class Cache:
-    def __init__(self, redis: RedisService, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: RedisService, ttl_seconds: int, prefetched: Mapping[str, Any] | None = None
+    ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
+        self.prefetched = prefetched
+
+    def with_prefetched(self, prefetched: Mapping[str, Any]) -> Cache:
+        """This cache for one request, answering `get` for keys already read from Redis."""
+        return Cache(self.redis, self.ttl, prefetched)
 
     async def get(self, key: str) -> Any | None:
+        if self.prefetched is not None and key in self.prefetched:
+            raw = self.prefetched[key]
+            return orjson.loads(raw) if raw is not None else None
         if not self.redis.enabled:
             return None
         try:

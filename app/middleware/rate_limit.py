@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.error_handlers import RateLimitedError, error_response
 from app.core.security import InvalidTokenError, decode_access_token, token_from_header
-from app.resilience.rate_limit import RateLimiter
+from app.resilience.rate_limit import NOT_READ, PREFETCHED_STATE, RateLimiter
 
 AUTHORIZATION = b"authorization"
 
@@ -47,7 +47,10 @@ class RateLimitMiddleware:
             return
 
         secret = scope["app"].state.settings.secret_key
-        decision = await limiter.check(rules, client_key(scope, secret))
+        read_key = limiter.prefetch_key(scope["method"], scope["path"])
+        decision = await limiter.check(rules, client_key(scope, secret), read_key)
+        if read_key is not None and decision.prefetched is not NOT_READ:
+            scope.setdefault("state", {})[PREFETCHED_STATE] = {read_key: decision.prefetched}
         if not decision.allowed:
             refusal = RateLimitedError(
                 "Too many requests; retry after the time in Retry-After",

@@ -7,7 +7,12 @@ credential endpoints. Each rule counts separately (its name is part of the key).
 
 In Redis, one Lua script counts a request against all of its rules and returns their window
 statistics in a single atomic round trip (the same moving-window algorithm as the in-process
-fallback from the `limits` library, which needs two round trips per rule).
+fallback from the `limits` library, which needs two round trips per rule). For a few GET routes
+that are answered from the cache (`prefetch`: path -> cache key), the same script also returns
+that key's value, so the route needs no second round trip; the route reads it from
+`scope["state"]` through `app.api.deps.get_cache`. The value is read when the request is
+counted, microseconds before the route would have read it, after any write that completed
+before the request arrived.
 
 Redis is reached through `RedisService.run`, i.e. through the Redis circuit breaker shared with
 the cache: once the breaker is open a request pays nothing for the dead Redis and is counted in
@@ -19,7 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from limits import RateLimitItem, parse
@@ -38,16 +44,20 @@ log = get_logger(__name__)
 Backend = Literal["redis", "memory"]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_PREFIX = "conduit:v1:ratelimit"
+PREFETCHED_STATE = "cache_prefetched"  # scope["state"] key: {cache key: raw value or None}
 
-# KEYS: one list per rule, newest timestamp first. ARGV: now, then (limit, window seconds) per
-# rule. Rules are counted in order until one refuses (later rules are then left untouched).
-# Returns, per rule counted: allowed (1/0), hits in the window, the oldest hit in the window.
+# KEYS: one list per rule, newest timestamp first, then optionally one key to read. ARGV: now,
+# the number of rules, then (limit, window seconds) per rule. Rules are counted in order until
+# one refuses (later rules are then left untouched). Returns, per rule counted: allowed (1/0),
+# hits in the window, the oldest hit in the window; then, if a key to read was given, its value.
 MOVING_WINDOW_SCRIPT = """
 local now = tonumber(ARGV[1])
+local rules = tonumber(ARGV[2])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i])
-  local expiry = tonumber(ARGV[2 * i + 1])
+for i = 1, rules do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[2 * i + 1])
+  local expiry = tonumber(ARGV[2 * i + 2])
   local since = now - expiry
   local allowed = 1
   local last = redis.call('lindex', key, limit - 1)
@@ -76,8 +86,14 @@ for i, key in ipairs(KEYS) do
   table.insert(out, oldest)
   if allowed == 0 then break end
 end
+if #KEYS > rules then
+  table.insert(out, redis.call('get', KEYS[rules + 1]))
+end
 return out
 """
+
+
+NOT_READ = object()  # Decision.prefetched when no key was read along with the count
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +108,7 @@ class Decision:
     limit: int
     remaining: int
     reset_after: int  # seconds until the window frees a slot
+    prefetched: object = NOT_READ
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -105,7 +122,9 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings, redis: RedisService) -> None:
+    def __init__(
+        self, settings: Settings, redis: RedisService, prefetch: Mapping[str, str] | None = None
+    ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.prefix = settings.API_PREFIX.rstrip("/")
         self.default = Rule("default", parse(settings.RATE_LIMIT_DEFAULT))
@@ -118,6 +137,7 @@ class RateLimiter:
         if redis.client is not None:
             self._script = redis.client.register_script(MOVING_WINDOW_SCRIPT)
         self.backend: Backend = "redis" if self._script else "memory"
+        self.prefetch = {self.prefix + path: key for path, key in (prefetch or {}).items()}
 
     def rules_for(self, method: str, path: str) -> list[Rule]:
         """Applicable rules, most specific first; none outside the API prefix."""
@@ -133,13 +153,23 @@ class RateLimiter:
                 rules.insert(0, self.register)
         return rules
 
-    async def check(self, rules: list[Rule], client_key: str) -> Decision:
-        """Count one hit against each rule until one refuses; the tightest rule is reported."""
+    def prefetch_key(self, method: str, path: str) -> str | None:
+        """The cache key to read along with the count, for the cached GET routes."""
+        return self.prefetch.get(path) if method == "GET" else None
+
+    async def check(
+        self, rules: list[Rule], client_key: str, read_key: str | None = None
+    ) -> Decision:
+        """Count one hit against each rule until one refuses; the tightest rule is reported.
+
+        With `read_key`, the decision also carries that key's value as Redis held it
+        (`prefetched`, bytes or None); it stays NOT_READ when Redis was not reached.
+        """
         if self._script is not None:
             script = self._script
             try:
                 decision = await self.redis.run(
-                    lambda client: _evaluate_in_redis(client, script, rules, client_key)
+                    lambda client: _evaluate_in_redis(client, script, rules, client_key, read_key)
                 )
             except (RedisUnavailableError, RedisError) as exc:
                 self._switch("memory", error=type(exc).__name__)
@@ -162,19 +192,29 @@ class RateLimiter:
 
 
 async def _evaluate_in_redis(
-    client: Redis, script: AsyncScript, rules: list[Rule], client_key: str
+    client: Redis,
+    script: AsyncScript,
+    rules: list[Rule],
+    client_key: str,
+    read_key: str | None = None,
 ) -> Decision:
     now = time.time()
     keys = [f"{KEY_PREFIX}:{rule.item.key_for(rule.name, client_key)}" for rule in rules]
-    args: list[float | int] = [now]
+    args: list[float | int] = [now, len(rules)]
     for rule in rules:
         args += [rule.item.amount, rule.item.get_expiry()]
+    if read_key is not None:
+        keys.append(read_key)
     flat = await script(keys=keys, args=args, client=client)
+    counted = len(flat) - 1 if read_key is not None else len(flat)
     decisions = [
         _decision(rule, bool(int(flat[i])), int(flat[i + 1]), float(flat[i + 2]), now)
-        for rule, i in zip(rules, range(0, len(flat), 3), strict=False)
+        for rule, i in zip(rules, range(0, counted, 3), strict=False)
     ]
-    return _tightest(decisions)
+    decision = _tightest(decisions)
+    if read_key is None:
+        return decision
+    return replace(decision, prefetched=flat[-1])
 
 
 def _decision(rule: Rule, allowed: bool, hits: int, oldest: float, now: float) -> Decision:

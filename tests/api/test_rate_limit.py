@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from app.core.config import Settings
 from app.core.security import create_access_token
 from app.main import create_app
+from app.services.tags import TAGS_KEY
 from tests.conftest import TEST_SECRET
 from tests.support.servers import free_port
 
@@ -149,3 +151,34 @@ async def test_redis_down_at_startup_falls_back_to_memory(
         assert detailed["status"] == "degraded"
         assert detailed["rate_limiter"] == {"enabled": True, "backend": "memory"}
         assert detailed["circuit_breakers"]["redis"] in ("open", "half-open")
+
+
+async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
+    limited_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resources = limited_app.state.resources
+    redis = resources.redis
+    calls = 0
+    run = redis.run
+
+    async def counting_run(command: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await run(command)
+
+    monkeypatch.setattr(redis, "run", counting_run)
+    await redis.client.set(TAGS_KEY, orjson.dumps(["planted"]), ex=30)
+    async with client_for(limited_app) as http:
+        first = await http.get("/api/tags")
+        assert first.json()["tags"] == ["planted"]
+        assert first.headers["ratelimit-remaining"] == "4"
+        assert calls == 1  # the limiter's script, which also read the cached list
+        # An invalidation (a write) is seen by the very next read.
+        await redis.client.set(TAGS_KEY, orjson.dumps(["changed"]), ex=30)
+        assert (await http.get("/api/tags")).json()["tags"] == ["changed"]
+        await redis.client.delete(TAGS_KEY)
+        third = await http.get("/api/tags")
+        assert third.status_code == 200
+        assert "changed" not in third.json()["tags"]
+        assert orjson.loads(await redis.client.get(TAGS_KEY)) == third.json()["tags"]
+        assert calls == 4  # a miss also stores the list it loaded
