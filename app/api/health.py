@@ -13,10 +13,12 @@ import asyncio
 import functools
 import hmac
 import time
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from app.api.deps import ResourcesDep, resources_of
 from app.api.state import Resources
@@ -54,13 +56,33 @@ def _health_body(service: str, version: str) -> bytes:
     return HealthStatus(status="ok", service=service, version=version).model_dump_json().encode()
 
 
-@router.get("", summary="Process is up (no dependency I/O)", response_model=HealthStatus)
+class PlainRequestRoute(APIRoute):
+    """A documented route whose endpoint takes the Request and returns the Response itself.
+
+    FastAPI's handler still solves (empty) dependencies, opens two exit stacks and inspects the
+    result on every call: about 15 % of a `/health` probe. The OpenAPI entry is unchanged.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
+
+
 async def health(request: Request) -> Response:
     # The body never changes for a process: rendered once, not validated and serialised per
     # probe (balancers call this every few seconds, load tests far more often).
     settings = resources_of(request).settings
     body = _health_body(settings.APP_NAME, settings.APP_VERSION)
     return Response(content=body, media_type="application/json")
+
+
+router.add_api_route(
+    "",
+    health,
+    methods=["GET"],
+    summary="Process is up (no dependency I/O)",
+    response_model=HealthStatus,
+    route_class_override=PlainRequestRoute,
+)
 
 
 @router.get("/liveness", summary="Liveness probe (never touches Postgres or Redis)")
