@@ -270,3 +270,13 @@ async def test_in_flight_returns_to_idle(settings_factory: SettingsFactory) -> N
         assert all(r.status_code == 200 for r in results)
         idle = await _scrape(http)
         assert value(idle, "http_requests_in_flight") == 1
+
+
+async def test_health_is_documented_as_health_status(client: AsyncClient) -> None:
+    """/health skips FastAPI's per-request handler but keeps its OpenAPI entry."""
+    spec = (await client.get("/openapi.json")).json()
+    ok = spec["paths"]["/health"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/HealthStatus")
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert set(response.json()) == {"status", "service", "version"}
