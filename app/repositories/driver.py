@@ -22,6 +22,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 
+from app.core.error_handlers import DATA_ERROR_MESSAGE, ValidationFailedError
+
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 # Errors after which the connection cannot be trusted any more.
 _BROKEN_CONNECTION = (
@@ -68,6 +70,10 @@ async def fetch(
         rows: list[Record] = await driver.fetch(
             statement.sql, *statement.arguments(params), record_class=Record
         )
+    except (asyncpg.exceptions._base.DataError, asyncpg.DataError) as error:
+        # A value the driver cannot encode or Postgres cannot store (SQLSTATE class 22): the
+        # request's fault, and the connection is fine. Validation normally stops these first.
+        raise ValidationFailedError(DATA_ERROR_MESSAGE, code="invalid_value") from error
     except _BROKEN_CONNECTION:
         await connection.invalidate()
         raise
