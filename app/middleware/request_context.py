@@ -9,9 +9,9 @@ even that response carries the request id and the security headers added further
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,9 @@ def route_template(scope: Scope) -> str:
         return UNMATCHED_ROUTE  # not kept: routing may not have happened yet
     template = str(template)
     path = str(scope.get("path", ""))
+    if path == template:  # no parameter, no include prefix: nothing to work out
+        scope[_TEMPLATE_KEY] = template
+        return template
     route_segments = template.count("/")
     path_segments = path.rstrip("/").split("/") if path != "/" else [""]
     prefix_count = len(path_segments) - 1 - route_segments
@@ -58,7 +61,9 @@ def incoming_request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
             return bytes(value).decode("ascii")
-    return uuid.uuid4().hex
+    # 32 random hex digits, like nginx's $request_id: a quarter of the cost of uuid4().hex,
+    # which builds a UUID object only to print it.
+    return os.urandom(16).hex()
 
 
 class RequestContextMiddleware:
@@ -79,14 +84,21 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0] != REQUEST_ID_HEADER]
-                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                headers = message.get("headers", [])
+                for name, _ in headers:
+                    if name == REQUEST_ID_HEADER:  # rare: the app set one; ours replaces it
+                        headers = [h for h in headers if h[0] != REQUEST_ID_HEADER]
+                        break
+                else:
+                    headers = list(headers)
+                headers.append(id_header)
                 message["headers"] = headers
             await send(message)
 
