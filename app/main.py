@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(uploads.files_router, prefix=settings.UPLOAD_URL_PREFIX.rstrip("/"))
 
     # Added innermost first: the last one added is the outermost.
-    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware, api_prefix=settings.API_PREFIX)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.REQUEST_MAX_BYTES,

@@ -36,10 +36,22 @@ def client_key(scope: Scope, secret: str) -> str:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`api_prefix`, when given, is the limiter's own prefix (settings.API_PREFIX): a path
+    outside it has no rule (`RateLimiter.rules_for`), so it passes without the limiter being
+    looked up on the app's state (health probes, uploads, the OpenAPI document)."""
+
+    def __init__(self, app: ASGIApp, *, api_prefix: str | None = None) -> None:
         self.app = app
+        prefix = api_prefix.rstrip("/") if api_prefix is not None else None
+        self.prefix = prefix
+        self.prefix_dir = None if prefix is None else prefix + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.prefix_dir is not None and scope["type"] == "http":
+            path = scope["path"]
+            if not path.startswith(self.prefix_dir) and path != self.prefix:
+                await self.app(scope, receive, send)
+                return
         limiter = self._limiter(scope)
         rules = limiter.rules_for(scope["method"], scope["path"]) if limiter else []
         if limiter is None or not rules:
