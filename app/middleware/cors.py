@@ -13,14 +13,18 @@ from starlette.types import Message, Receive, Scope, Send
 
 ORIGIN = b"origin"
 VARY = b"vary"
+VARY_ORIGIN = (VARY, b"Origin")
 
 
 def _with_vary_origin(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """`Vary: Origin` added, merged into one Vary header as Starlette does."""
-    varies = [value for name, value in headers if name.lower() == VARY]
-    if not varies:
-        headers.append((VARY, b"Origin"))
+    for name, _ in headers:
+        if name.lower() == VARY:
+            break
+    else:  # the usual case: one scan, one appended header
+        headers.append(VARY_ORIGIN)
         return headers
+    varies = [value for name, value in headers if name.lower() == VARY]
     kept = [(name, value) for name, value in headers if name.lower() != VARY]
     kept.append((VARY, b", ".join([*varies, b"Origin"])))
     return kept
@@ -28,9 +32,13 @@ def _with_vary_origin(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
 
 class OriginAwareCORSMiddleware(CORSMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or any(name == ORIGIN for name, _ in scope["headers"]):
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        for name, _ in scope["headers"]:
+            if name == ORIGIN:
+                await super().__call__(scope, receive, send)
+                return
 
         async def send_with_vary(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -26,8 +26,13 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                kept = [h for h in message.get("headers", []) if h[0].lower() not in self.names]
-                message["headers"] = kept + self.headers
+                headers = message.get("headers", [])
+                names = self.names
+                for name, _ in headers:
+                    if name.lower() in names:  # rare: the app set one; ours replaces it
+                        headers = [h for h in headers if h[0].lower() not in names]
+                        break
+                message["headers"] = [*headers, *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
