@@ -56,6 +56,24 @@ def _health_body(service: str, version: str) -> bytes:
     return HealthStatus(status="ok", service=service, version=version).model_dump_json().encode()
 
 
+@functools.lru_cache(maxsize=8)
+def _health_headers(body: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple(Response(content=body, media_type="application/json").raw_headers)
+
+
+class _RenderedResponse(Response):
+    """A 200 whose body and headers were rendered once (by Response itself, so the bytes are
+    the same); each response gets its own header list, which middleware may change in place."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = list(raw_headers)
+
+
 class PlainRequestRoute(APIRoute):
     """A documented route whose endpoint takes the Request and returns the Response itself.
 
@@ -72,7 +90,7 @@ async def health(request: Request) -> Response:
     # probe (balancers call this every few seconds, load tests far more often).
     settings = resources_of(request).settings
     body = _health_body(settings.APP_NAME, settings.APP_VERSION)
-    return Response(content=body, media_type="application/json")
+    return _RenderedResponse(body, _health_headers(body))
 
 
 router.add_api_route(
