@@ -4,13 +4,13 @@ served from Postgres when Redis is not configured."""
 from __future__ import annotations
 
 import orjson
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 
 from app.db.cache import cache_key
 from app.services.tags import TAGS_KEY
 from tests.api.helpers import auth, create_article, register
+from tests.support.apps import serve
 
 
 async def test_tags_are_cached_in_redis(app: FastAPI, client: AsyncClient) -> None:
@@ -41,16 +41,11 @@ async def test_profile_cache_invalidated_on_update(app: FastAPI, client: AsyncCl
 
 
 async def test_without_redis_reads_come_from_postgres(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    from app.main import create_app
-
-    application = create_app(settings_factory(REDIS_URL=None))
-    async with LifespanManager(application):
-        transport = ASGITransport(app=application)
-        async with AsyncClient(transport=transport, base_url="http://test") as http:
-            health = (await http.get("/health/detailed")).json()
-            assert health["checks"]["redis"]["status"] == "disabled"
-            tags = await http.get("/api/tags")
-            assert tags.status_code == 200
-            assert isinstance(tags.json()["tags"], list)
-            missing = await http.get("/api/profiles/definitely-not-a-user")
-            assert missing.status_code == 404
+    async with serve(settings_factory(REDIS_URL=None)) as http:
+        health = (await http.get("/health/detailed")).json()
+        assert health["checks"]["redis"]["status"] == "disabled"
+        tags = await http.get("/api/tags")
+        assert tags.status_code == 200
+        assert isinstance(tags.json()["tags"], list)
+        missing = await http.get("/api/profiles/definitely-not-a-user")
+        assert missing.status_code == 404

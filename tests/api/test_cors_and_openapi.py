@@ -2,44 +2,41 @@
 
 from __future__ import annotations
 
-from asgi_lifespan import LifespanManager
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
+
+from tests.support.apps import serve
 
 ORIGIN = "http://localhost:4200"
 
 
 async def test_cors_preflight_allows_listed_origin_with_authorization(settings_factory) -> None:  # type: ignore[no-untyped-def]
-    from app.main import create_app
+    # A single origin parses.
+    async with serve(settings_factory(CORS_ORIGINS=ORIGIN)) as http:
+        preflight = await http.options(
+            "/api/articles",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert "authorization" in allowed
+        assert "content-type" in allowed
+        simple = await http.get("/api/tags", headers={"Origin": ORIGIN})
+        assert simple.headers["access-control-allow-origin"] == ORIGIN
+        assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
 
-    application = create_app(settings_factory(CORS_ORIGINS=ORIGIN))  # a single origin parses
-    async with LifespanManager(application):
-        transport = ASGITransport(app=application)
-        async with AsyncClient(transport=transport, base_url="http://test") as http:
-            preflight = await http.options(
-                "/api/articles",
-                headers={
-                    "Origin": ORIGIN,
-                    "Access-Control-Request-Method": "POST",
-                    "Access-Control-Request-Headers": "authorization,content-type",
-                },
-            )
-            assert preflight.status_code == 200
-            assert preflight.headers["access-control-allow-origin"] == ORIGIN
-            allowed = preflight.headers["access-control-allow-headers"].lower()
-            assert "authorization" in allowed
-            assert "content-type" in allowed
-            simple = await http.get("/api/tags", headers={"Origin": ORIGIN})
-            assert simple.headers["access-control-allow-origin"] == ORIGIN
-            assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
-
-            other = await http.options(
-                "/api/articles",
-                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
-            )
-            assert other.status_code == 400
-            assert "access-control-allow-origin" not in other.headers
-            plain = await http.get("/api/tags", headers={"Origin": "https://evil.example"})
-            assert "access-control-allow-origin" not in plain.headers
+        other = await http.options(
+            "/api/articles",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers
+        plain = await http.get("/api/tags", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in plain.headers
 
 
 async def test_openapi_document_describes_the_api(client: AsyncClient) -> None:
