@@ -1,23 +1,30 @@
-"""Per-client rate limits: moving windows in Redis, shared by every worker and replica, with an
-in-process fallback while Redis is away.
+"""Per-client rate limits: sliding window counters in Redis, shared by every worker and replica,
+with an in-process fallback while Redis is away.
 
 Rules come from settings: RATE_LIMIT_DEFAULT on every API route, RATE_LIMIT_WRITE on top of it
 for POST/PUT/PATCH/DELETE, RATE_LIMIT_LOGIN and RATE_LIMIT_REGISTER on top of those for the two
 credential endpoints. Each rule counts separately (its name is part of the key).
 
-In Redis, one Lua script counts a request against all of its rules and returns their window
-statistics in a single atomic round trip (the same moving-window algorithm as the in-process
-fallback from the `limits` library, which needs two round trips per rule). For a few GET routes
-that are answered from the cache (`prefetch`: path -> cache key), the same script also returns
-that key's value, so the route needs no second round trip; the route reads it from
-`scope["state"]` through `app.api.deps.get_cache`. The value is read when the request is
-counted, microseconds before the route would have read it, after any write that completed
-before the request arrived.
+The algorithm is the sliding window counter (as Cloudflare and the `limits` library call it):
+per client and rule, one counter for the current fixed window and one for the previous; the
+previous one is weighted by how much of it still overlaps the sliding window ending now. That is
+O(1) in time and memory per client, whatever the limit: a moving-window log keeps one entry per
+hit, and a raised limit (say 10 million a minute) made every check walk a list of hundreds of
+thousands of timestamps inside Redis. The estimate assumes the previous window's hits were
+spread evenly; for a fresh client it is exact.
+
+In Redis, one Lua script counts a request against all of its rules and returns their counters
+in a single atomic round trip. For a few GET routes that are answered from the cache
+(`prefetch`: path -> cache key), the same script also returns that key's value, so the route
+needs no second round trip; the route reads it from `scope["state"]` through
+`app.api.deps.get_cache`. The value is read when the request is counted, microseconds before the
+route would have read it, after any write that completed before the request arrived.
 
 Redis is reached through `RedisService.run`, i.e. through the Redis circuit breaker shared with
 the cache: once the breaker is open a request pays nothing for the dead Redis and is counted in
-process instead (still answering 429, per process rather than per fleet). The first Redis call
-that succeeds again switches back. Each switch is logged once.
+process instead (the same algorithm from the `limits` library; still answering 429, per process
+rather than per fleet). The first Redis call that succeeds again switches back. Each switch is
+logged once.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Literal
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -46,51 +53,86 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_PREFIX = "conduit:v1:ratelimit"
 PREFETCHED_STATE = "cache_prefetched"  # scope["state"] key: {cache key: raw value or None}
 
-# KEYS: one list per rule, newest timestamp first, then optionally one key to read. ARGV: now,
-# the number of rules, then (limit, window seconds) per rule. Rules are counted in order until
-# one refuses (later rules are then left untouched). Returns, per rule counted: allowed (1/0),
-# hits in the window, the oldest hit in the window; then, if a key to read was given, its value.
-MOVING_WINDOW_SCRIPT = """
-local now = tonumber(ARGV[1])
-local rules = tonumber(ARGV[2])
+# KEYS: per rule, its previous window's counter then its current window's; then optionally one
+# key to read. ARGV: the number of rules, then per rule: limit, weight of the previous window
+# (the share of it the sliding window still covers), counter lifetime in seconds (two windows).
+# Rules are counted in order until one refuses (later rules are then left untouched). Returns,
+# per rule counted: allowed (1/0), previous count, current count (this hit included when
+# allowed); then, if a key to read was given, its value.
+SLIDING_WINDOW_SCRIPT = """
+local rules = tonumber(ARGV[1])
 local out = {}
 for i = 1, rules do
-  local key = KEYS[i]
-  local limit = tonumber(ARGV[2 * i + 1])
-  local expiry = tonumber(ARGV[2 * i + 2])
-  local since = now - expiry
-  local allowed = 1
-  local last = redis.call('lindex', key, limit - 1)
-  if last and tonumber(last) >= since then
-    allowed = 0
-  else
-    redis.call('lpush', key, ARGV[1])
-    redis.call('ltrim', key, 0, limit - 1)
-    redis.call('expire', key, expiry)
+  local previous = tonumber(redis.call('get', KEYS[2 * i - 1])) or 0
+  local current = tonumber(redis.call('get', KEYS[2 * i])) or 0
+  local limit = tonumber(ARGV[3 * i - 1])
+  local weight = tonumber(ARGV[3 * i])
+  local allowed = 0
+  if previous * weight + current + 1 <= limit then
+    allowed = 1
+    current = redis.call('incr', KEYS[2 * i])
+    if current == 1 then redis.call('expire', KEYS[2 * i], ARGV[3 * i + 1]) end
   end
-  local low, high, index = 0, redis.call('llen', key) - 1, -1
-  while low <= high do
-    local mid = math.floor((low + high) / 2)
-    local value = tonumber(redis.call('lindex', key, mid))
-    if value and value >= since then
-      index = mid
-      low = mid + 1
-    else
-      high = mid - 1
-    end
-  end
-  local oldest = ARGV[1]
-  if index >= 0 then oldest = redis.call('lindex', key, index) end
   table.insert(out, allowed)
-  table.insert(out, index + 1)
-  table.insert(out, oldest)
+  table.insert(out, previous)
+  table.insert(out, current)
   if allowed == 0 then break end
 end
-if #KEYS > rules then
-  table.insert(out, redis.call('get', KEYS[rules + 1]))
+if #KEYS > 2 * rules then
+  table.insert(out, redis.call('get', KEYS[#KEYS]))
 end
 return out
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where `now` falls in a rule's fixed windows (period in seconds)."""
+
+    index: int  # number of the current fixed window since the epoch
+    elapsed: float  # seconds into it
+    period: int
+
+    @classmethod
+    def at(cls, now: float, period: int) -> Window:
+        index = int(now // period)
+        return cls(index, now - index * period, period)
+
+    @property
+    def previous_weight(self) -> float:
+        """The share of the previous window that the sliding window still covers."""
+        return (self.period - self.elapsed) / self.period
+
+
+def window_decision(
+    limit: int, window: Window, allowed: bool, previous: int, current: int
+) -> Decision:
+    """Headers' figures from the counters (current includes this hit when it was allowed).
+
+    `remaining` is how many more hits the estimate admits right now; `reset_after` is, when
+    refused, the seconds until the estimate has room for one more hit, else the seconds until
+    the current window closes.
+    """
+    weight = window.previous_weight
+    estimate = previous * weight + current
+    remaining = max(math.floor(limit - estimate + 1e-9), 0)
+    to_window_end = window.period - window.elapsed
+    if allowed:
+        reset = to_window_end
+    elif current + 1 > limit:
+        # The current window alone is full: wait for it to become the previous one and for
+        # enough of it to slide out: current * (1 - t / period) + 1 <= limit.
+        reset = to_window_end + window.period * (1 - (limit - 1) / current)
+    else:
+        # The previous window's weight is in the way: previous * w' + current + 1 <= limit.
+        needed_weight = (limit - 1 - current) / previous if previous else 1.0
+        reset = window.period * (weight - needed_weight)
+    return Decision(
+        allowed=allowed,
+        limit=limit,
+        remaining=remaining,
+        reset_after=max(math.ceil(reset - 1e-9), 0),
+    )
 
 
 NOT_READ = object()  # Decision.prefetched when no key was read along with the count
@@ -132,10 +174,10 @@ class RateLimiter:
         self.login = Rule("login", parse(settings.RATE_LIMIT_LOGIN))
         self.register = Rule("register", parse(settings.RATE_LIMIT_REGISTER))
         self.redis = redis
-        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._script: AsyncScript | None = None
         if redis.client is not None:
-            self._script = redis.client.register_script(MOVING_WINDOW_SCRIPT)
+            self._script = redis.client.register_script(SLIDING_WINDOW_SCRIPT)
         self.backend: Backend = "redis" if self._script else "memory"
         self.prefetch = {self.prefix + path: key for path, key in (prefetch or {}).items()}
 
@@ -199,31 +241,30 @@ async def _evaluate_in_redis(
     read_key: str | None = None,
 ) -> Decision:
     now = time.time()
-    keys = [f"{KEY_PREFIX}:{rule.item.key_for(rule.name, client_key)}" for rule in rules]
-    args: list[float | int] = [now, len(rules)]
+    keys: list[str] = []
+    args: list[float | int] = [len(rules)]
+    windows = []
     for rule in rules:
-        args += [rule.item.amount, rule.item.get_expiry()]
+        period = rule.item.get_expiry()
+        window = Window.at(now, period)
+        base = f"{KEY_PREFIX}:{rule.item.key_for(rule.name, client_key)}"
+        keys += [f"{base}:{window.index - 1}", f"{base}:{window.index}"]
+        args += [rule.item.amount, window.previous_weight, 2 * period]
+        windows.append(window)
     if read_key is not None:
         keys.append(read_key)
     flat = await script(keys=keys, args=args, client=client)
     counted = len(flat) - 1 if read_key is not None else len(flat)
     decisions = [
-        _decision(rule, bool(int(flat[i])), int(flat[i + 1]), float(flat[i + 2]), now)
-        for rule, i in zip(rules, range(0, counted, 3), strict=False)
+        window_decision(
+            rule.item.amount, window, bool(int(flat[i])), int(flat[i + 1]), int(flat[i + 2])
+        )
+        for rule, window, i in zip(rules, windows, range(0, counted, 3), strict=False)
     ]
     decision = _tightest(decisions)
     if read_key is None:
         return decision
     return replace(decision, prefetched=flat[-1])
-
-
-def _decision(rule: Rule, allowed: bool, hits: int, oldest: float, now: float) -> Decision:
-    return Decision(
-        allowed=allowed,
-        limit=rule.item.amount,
-        remaining=max(rule.item.amount - hits, 0),
-        reset_after=max(math.ceil(oldest + rule.item.get_expiry() - now), 0),
-    )
 
 
 def _tightest(decisions: list[Decision]) -> Decision:
@@ -233,7 +274,9 @@ def _tightest(decisions: list[Decision]) -> Decision:
     return min(decisions, key=lambda d: d.remaining)
 
 
-async def _evaluate(limiter: MovingWindowRateLimiter, rules: list[Rule], key: str) -> Decision:
+async def _evaluate(
+    limiter: SlidingWindowCounterRateLimiter, rules: list[Rule], key: str
+) -> Decision:
     tightest: Decision | None = None
     for rule in rules:
         allowed = await limiter.hit(rule.item, rule.name, key)

@@ -47,9 +47,11 @@ def assert_limited(response: Response) -> None:
     assert body["code"] == "rate_limited"
     assert body["request_id"] == response.headers["x-request-id"]
     assert body["errors"]["body"]
-    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # A sliding window counter can make a client that filled a whole window wait longer than
+    # one window (its hits then count, fading, against the next one), never two.
+    assert 1 <= int(response.headers["retry-after"]) <= 120
     assert response.headers["ratelimit-remaining"] == "0"
-    assert 0 <= int(response.headers["ratelimit-reset"]) <= 60
+    assert 0 <= int(response.headers["ratelimit-reset"]) <= 120
 
 
 async def burst(
