@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.api import health
-from app.api.routes import build_api_router, uploads
+from app.api.routes import include_api_routers, uploads
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = AppMetrics()
     register_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(build_api_router(), prefix=settings.API_PREFIX)
+    include_api_routers(app, settings.API_PREFIX)
     if settings.UPLOAD_URL_PREFIX.startswith("/"):  # else a CDN or object store serves them
         app.include_router(uploads.files_router, prefix=settings.UPLOAD_URL_PREFIX.rstrip("/"))
 
