@@ -15,7 +15,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 from app.api.state import Resources
 from app.core.config import Settings
@@ -26,6 +27,7 @@ from app.db.cache import Cache, run_pending_invalidations
 from app.db.database_production import is_database_unavailable
 from app.models import User
 from app.repositories import users as users_repo
+from app.repositories.driver import ReadConnection
 from app.resilience.circuit_breaker import CircuitOpenError
 from app.resilience.rate_limit import PREFETCHED_STATE
 
@@ -113,6 +115,49 @@ async def _rollback_quietly(session: AsyncSession) -> None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+@asynccontextmanager
+async def open_read_connection(resources: Resources) -> AsyncIterator[ReadConnection]:
+    """A pooled connection for a GET route's reads, with no ORM session around it.
+
+    No transaction either (the reads are single statements, autocommit). When sessions are
+    bound to a caller's connection (tests wrap each test in a transaction), reads use that
+    connection, so they see what the test wrote. Checked out through the database breaker and
+    mapped to a 503 when Postgres is unavailable, like `open_session`.
+    """
+    bind = resources.session_factory.kw.get("bind")
+    if isinstance(bind, AsyncConnection):
+        pooled = await bind.get_raw_connection()
+        yield ReadConnection(pooled.driver_connection, bind.invalidate)
+        return
+    try:
+        pooled = await resources.breakers["database"].call(resources.engine.raw_connection)
+    except Exception as exc:
+        if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
+            raise DatabaseUnavailableError() from exc
+        raise
+
+    async def invalidate() -> None:
+        await greenlet_spawn(pooled.invalidate)
+
+    try:
+        yield ReadConnection(pooled.driver_connection, invalidate)
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            raise DatabaseUnavailableError() from exc
+        raise
+    finally:
+        await greenlet_spawn(pooled.close)  # back to the pool (a no-op when invalidated)
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[ReadConnection]:
+    """For GET routes whose reads all go through `app.repositories.driver`."""
+    async with open_read_connection(resources_of(request)) as connection:
+        yield connection
+
+
+ReadConnectionDep = Annotated[ReadConnection, Depends(get_read_connection, scope="function")]
 
 ReadSessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
-from app.repositories.driver import CompiledRead, Record, fetch, fetch_one
+from app.repositories.driver import CompiledRead, ReadSource, Record, fetch, fetch_one
 
 
 def _tag_list() -> Any:
@@ -152,7 +152,7 @@ _ID_BY_SLUG = CompiledRead.of(select(Article.id).where(Article.slug == bindparam
 
 
 async def page(
-    session: AsyncSession,
+    source: ReadSource,
     *,
     viewer_id: int | None,
     limit: int,
@@ -173,18 +173,18 @@ async def page(
     )
     params: dict[str, Any] = {"viewer_id": viewer_id, "tag": tag, "author": author}
     params["favorited_by"] = favorited_by
-    rows = await fetch(session, rows_query, {**params, "limit": limit, "offset": offset})
+    rows = await fetch(source, rows_query, {**params, "limit": limit, "offset": offset})
     if rows:
         return rows, int(rows[0].total)
     if offset == 0:
         return rows, 0
-    counted = await fetch_one(session, count_query, params)
+    counted = await fetch_one(source, count_query, params)
     return rows, int(counted[0]) if counted is not None else 0
 
 
-async def view_by_slug(session: AsyncSession, slug: str, viewer_id: int | None) -> Record | None:
+async def view_by_slug(source: ReadSource, slug: str, viewer_id: int | None) -> Record | None:
     params = {"slug": slug, "viewer_id": viewer_id}
-    return await fetch_one(session, _by_slug_statement(viewer_id is not None), params)
+    return await fetch_one(source, _by_slug_statement(viewer_id is not None), params)
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
@@ -212,8 +212,8 @@ async def insert_unless_slug_taken(
     return (await session.execute(query)).one_or_none()
 
 
-async def id_by_slug(session: AsyncSession, slug: str) -> int | None:
-    row = await fetch_one(session, _ID_BY_SLUG, {"slug": slug})
+async def id_by_slug(source: ReadSource, slug: str) -> int | None:
+    row = await fetch_one(source, _ID_BY_SLUG, {"slug": slug})
     return int(row[0]) if row is not None else None
 
 

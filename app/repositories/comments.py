@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, exists, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Comment, Follow, User
-from app.repositories.driver import CompiledRead, Record, fetch
+from app.repositories.driver import CompiledRead, ReadSource, Record, fetch
 
 
 @functools.cache
@@ -40,10 +40,10 @@ def _thread(with_viewer: bool) -> CompiledRead:
 
 
 async def for_article(
-    session: AsyncSession, article_id: int, viewer_id: int | None
+    source: ReadSource, article_id: int, viewer_id: int | None
 ) -> Sequence[Record]:
     params = {"article_id": article_id, "viewer_id": viewer_id}
-    return await fetch(session, _thread(viewer_id is not None), params)
+    return await fetch(source, _thread(viewer_id is not None), params)
 
 
 _INSERT = (

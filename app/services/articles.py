@@ -9,6 +9,7 @@ from app.db.cache import Cache
 from app.models import Article as ArticleModel
 from app.models import User
 from app.repositories import articles as repo
+from app.repositories.driver import ReadSource
 from app.schemas.articles import (
     Article,
     ArticleListResponse,
@@ -27,7 +28,7 @@ def _not_found(slug: str) -> NotFoundError:
 
 
 async def list_articles(
-    session: AsyncSession,
+    source: ReadSource,
     *,
     viewer_id: int | None,
     tag: str | None,
@@ -37,7 +38,7 @@ async def list_articles(
     offset: int,
 ) -> ArticleListResponse:
     rows, total = await repo.page(
-        session,
+        source,
         viewer_id=viewer_id,
         limit=limit,
         offset=offset,
@@ -51,18 +52,18 @@ async def list_articles(
 
 
 async def feed(
-    session: AsyncSession, *, viewer_id: int, limit: int, offset: int
+    source: ReadSource, *, viewer_id: int, limit: int, offset: int
 ) -> ArticleListResponse:
     rows, total = await repo.page(
-        session, viewer_id=viewer_id, limit=limit, offset=offset, feed=True
+        source, viewer_id=viewer_id, limit=limit, offset=offset, feed=True
     )
     return ArticleListResponse(
         articles=[presenters.article_summary(r) for r in rows], articles_count=total
     )
 
 
-async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> Article:
-    row = await repo.view_by_slug(session, slug, viewer_id)
+async def get_article(source: ReadSource, slug: str, viewer_id: int | None) -> Article:
+    row = await repo.view_by_slug(source, slug, viewer_id)
     if row is None:
         raise _not_found(slug)
     return presenters.article(row)

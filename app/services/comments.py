@@ -8,20 +8,21 @@ from app.core.error_handlers import ForbiddenError, NotFoundError
 from app.models import User
 from app.repositories import articles as articles_repo
 from app.repositories import comments as repo
+from app.repositories.driver import ReadSource
 from app.schemas.comments import Comment
 from app.services import presenters
 
 
-async def _article_id(session: AsyncSession, slug: str) -> int:
-    article_id = await articles_repo.id_by_slug(session, slug)
+async def _article_id(source: ReadSource, slug: str) -> int:
+    article_id = await articles_repo.id_by_slug(source, slug)
     if article_id is None:
         raise NotFoundError(f"article {slug} not found", code="article_not_found")
     return article_id
 
 
-async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[Comment]:
-    article_id = await _article_id(session, slug)
-    rows = await repo.for_article(session, article_id, viewer_id)
+async def list_comments(source: ReadSource, slug: str, viewer_id: int | None) -> list[Comment]:
+    article_id = await _article_id(source, slug)
+    rows = await repo.for_article(source, article_id, viewer_id)
     return [presenters.comment(row) for row in rows]
 
 

@@ -9,6 +9,7 @@ still goes through SQLAlchemy (it sends prepared statements, which the query log
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +45,8 @@ async def count_statements(connection: AsyncConnection) -> AsyncIterator[list[st
     event.listen(connection.sync_engine, "before_cursor_execute", from_sqlalchemy)
     try:
         yield statements
+        # asyncpg hands each query to its loggers with loop.call_soon: let those calls run.
+        await asyncio.sleep(0)
     finally:
         event.remove(connection.sync_engine, "before_cursor_execute", from_sqlalchemy)
         driver.remove_query_logger(from_asyncpg)
@@ -86,8 +89,8 @@ async def test_page_of_1_and_page_of_20_cost_the_same(
     twenty = await _statements(db_connection, client, f"{path}?limit=20", reader)
     filtered = await _statements(db_connection, client, f"{path}?limit=20&tag=all", reader)
     assert one == twenty
-    assert filtered <= 3
-    assert twenty <= 3  # the page and its total
+    assert 1 <= filtered <= 3
+    assert 1 <= twenty <= 3  # the page and its total (counted but never zero: the count works)
 
 
 async def test_single_article_is_one_statement(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import CacheDep, CurrentUser, CurrentUserId, OptionalUserId, SessionDep
+from app.api.deps import (
+    CacheDep,
+    CurrentUser,
+    CurrentUserId,
+    OptionalUserId,
+    ReadConnectionDep,
+    SessionDep,
+)
 from app.api.routes.params import AuthorFilter, FavoritedFilter, Limit, Offset, Slug, TagFilter
 from app.schemas.articles import (
     ArticleListResponse,
@@ -20,7 +27,7 @@ router = APIRouter(prefix="/articles", tags=["Articles"], responses=error_respon
 
 @router.get("", response_model=ArticleListResponse, summary="List articles, newest first")
 async def list_articles(
-    session: SessionDep,
+    connection: ReadConnectionDep,
     viewer_id: OptionalUserId,
     tag: TagFilter = None,
     author: AuthorFilter = None,
@@ -29,7 +36,7 @@ async def list_articles(
     offset: Offset = 0,
 ) -> ArticleListResponse:
     return await service.list_articles(
-        session,
+        connection,
         viewer_id=viewer_id,
         tag=tag,
         author=author,
@@ -41,9 +48,9 @@ async def list_articles(
 
 @router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
 async def feed(
-    session: SessionDep, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
+    connection: ReadConnectionDep, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
 ) -> ArticleListResponse:
-    return await service.feed(session, viewer_id=viewer_id, limit=limit, offset=offset)
+    return await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
 
 
 @router.post(
@@ -66,9 +73,9 @@ async def create_article(
     responses=error_responses(404),
 )
 async def get_article(
-    slug: Slug, viewer_id: OptionalUserId, session: SessionDep
+    slug: Slug, viewer_id: OptionalUserId, connection: ReadConnectionDep
 ) -> ArticleResponse:
-    return ArticleResponse(article=await service.get_article(session, slug, viewer_id))
+    return ArticleResponse(article=await service.get_article(connection, slug, viewer_id))
 
 
 @router.put(

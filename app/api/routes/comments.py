@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import CurrentUser, CurrentUserId, OptionalUserId, SessionDep
+from app.api.deps import (
+    CurrentUser,
+    CurrentUserId,
+    OptionalUserId,
+    ReadConnectionDep,
+    SessionDep,
+)
 from app.api.routes.params import CommentId, Slug
 from app.schemas.comments import CommentListResponse, CommentResponse, NewCommentRequest
 from app.schemas.common import error_responses
@@ -17,9 +23,9 @@ router = APIRouter(
 
 @router.get("", response_model=CommentListResponse, summary="Comments, newest first")
 async def list_comments(
-    slug: Slug, viewer_id: OptionalUserId, session: SessionDep
+    slug: Slug, viewer_id: OptionalUserId, connection: ReadConnectionDep
 ) -> CommentListResponse:
-    return CommentListResponse(comments=await service.list_comments(session, slug, viewer_id))
+    return CommentListResponse(comments=await service.list_comments(connection, slug, viewer_id))
 
 
 @router.post("", response_model=CommentResponse, summary="Comment on an article")
