@@ -1,14 +1,19 @@
-"""The Redis client and its circuit breaker.
+"""The Redis clients and their circuit breaker.
 
 Redis is optional: without REDIS_URL every feature falls back to in-process behaviour and
-health reports it as `disabled`. Every command goes through `RedisService.run`, i.e. through
-the breaker, so once Redis is known dead a request pays nothing for it.
+health reports it as `disabled`. Every command goes through the breaker (`RedisService.run` for
+redis-py commands, `RedisService.evalsha` for the script run on every request), so once Redis is
+known dead a request pays nothing for it.
+
+Two clients to the same Redis: redis-py for everything (cache, health), and one pipelined
+connection (`app.db.redis_pipeline`) for the rate limiter's per-request script, where redis-py's
+per-command overhead (~45 us of CPU) was a tenth of a request's cost.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from redis import exceptions as redis_exc
@@ -16,6 +21,7 @@ from redis.asyncio import Redis
 
 from app.core.config import Settings
 from app.core.logging_config import get_logger
+from app.db.redis_pipeline import Arg, PipelinedRedis
 from app.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
 
 log = get_logger(__name__)
@@ -44,7 +50,11 @@ class RedisService:
     def __init__(self, settings: Settings, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
         self.client: Redis | None = None
+        self.pipeline: PipelinedRedis | None = None
         if settings.REDIS_URL:
+            self.pipeline = PipelinedRedis(
+                settings.REDIS_URL, timeout=settings.REDIS_SOCKET_TIMEOUT
+            )
             self.client = Redis.from_url(
                 settings.REDIS_URL,
                 socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
@@ -63,8 +73,20 @@ class RedisService:
         client = self.client
         if client is None:
             raise RedisUnavailableError("redis is not configured")
+        return await self._guarded(lambda: command(client))
+
+    async def evalsha(
+        self, script: str, sha: str, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> object:
+        """A Lua script on the pipelined connection (loaded first if Redis does not know it)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise RedisUnavailableError("redis is not configured")
+        return await self._guarded(lambda: pipeline.evalsha(script, sha, keys, args))
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await self.breaker.call(lambda: command(client))
+            return await self.breaker.call(call)
         except CircuitOpenError as exc:
             raise RedisUnavailableError(str(exc)) from exc
         except REDIS_ERRORS as exc:
@@ -77,5 +99,7 @@ class RedisService:
         return (time.perf_counter() - started) * 1000
 
     async def close(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.close()
         if self.client is not None:
             await self.client.aclose()

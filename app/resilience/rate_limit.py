@@ -20,26 +20,26 @@ needs no second round trip; the route reads it from `scope["state"]` through
 `app.api.deps.get_cache`. The value is read when the request is counted, microseconds before the
 route would have read it, after any write that completed before the request arrived.
 
-Redis is reached through `RedisService.run`, i.e. through the Redis circuit breaker shared with
-the cache: once the breaker is open a request pays nothing for the dead Redis and is counted in
-process instead (the same algorithm from the `limits` library; still answering 429, per process
-rather than per fleet). The first Redis call that succeeds again switches back. Each switch is
+Redis is reached through `RedisService.evalsha` (one pipelined connection per process, see
+`app.db.redis_pipeline`), i.e. through the Redis circuit breaker shared with the cache: once the
+breaker is open a request pays nothing for the dead Redis and is counted in process instead
+(the same algorithm from the `limits` library; still answering 429, per process rather than
+per fleet). The first Redis call that succeeds again switches back. Each switch is
 logged once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from app.core.config import Settings
@@ -83,6 +83,7 @@ if #KEYS > 2 * rules then
 end
 return out
 """
+SLIDING_WINDOW_SHA = hashlib.sha1(SLIDING_WINDOW_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +176,7 @@ class RateLimiter:
         self.register = Rule("register", parse(settings.RATE_LIMIT_REGISTER))
         self.redis = redis
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
-        self._script: AsyncScript | None = None
-        if redis.client is not None:
-            self._script = redis.client.register_script(SLIDING_WINDOW_SCRIPT)
-        self.backend: Backend = "redis" if self._script else "memory"
+        self.backend: Backend = "redis" if redis.enabled else "memory"
         self.prefetch = {self.prefix + path: key for path, key in (prefetch or {}).items()}
 
     def rules_for(self, method: str, path: str) -> list[Rule]:
@@ -207,12 +205,9 @@ class RateLimiter:
         With `read_key`, the decision also carries that key's value as Redis held it
         (`prefetched`, bytes or None); it stays NOT_READ when Redis was not reached.
         """
-        if self._script is not None:
-            script = self._script
+        if self.redis.enabled:
             try:
-                decision = await self.redis.run(
-                    lambda client: _evaluate_in_redis(client, script, rules, client_key, read_key)
-                )
+                decision = await _evaluate_in_redis(self.redis, rules, client_key, read_key)
             except (RedisUnavailableError, RedisError) as exc:
                 self._switch("memory", error=type(exc).__name__)
             else:
@@ -234,8 +229,7 @@ class RateLimiter:
 
 
 async def _evaluate_in_redis(
-    client: Redis,
-    script: AsyncScript,
+    redis: RedisService,
     rules: list[Rule],
     client_key: str,
     read_key: str | None = None,
@@ -253,7 +247,9 @@ async def _evaluate_in_redis(
         windows.append(window)
     if read_key is not None:
         keys.append(read_key)
-    flat = await script(keys=keys, args=args, client=client)
+    flat = cast(
+        "list[Any]", await redis.evalsha(SLIDING_WINDOW_SCRIPT, SLIDING_WINDOW_SHA, keys, args)
+    )
     counted = len(flat) - 1 if read_key is not None else len(flat)
     decisions = [
         window_decision(

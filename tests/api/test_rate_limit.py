@@ -161,14 +161,20 @@ async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
     resources = limited_app.state.resources
     redis = resources.redis
     calls = 0
-    run = redis.run
+    run, evalsha = redis.run, redis.evalsha
 
     async def counting_run(command: Any) -> Any:
         nonlocal calls
         calls += 1
         return await run(command)
 
+    async def counting_evalsha(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await evalsha(*args)
+
     monkeypatch.setattr(redis, "run", counting_run)
+    monkeypatch.setattr(redis, "evalsha", counting_evalsha)
     await redis.client.set(TAGS_KEY, orjson.dumps(["planted"]), ex=30)
     async with client_for(limited_app) as http:
         first = await http.get("/api/tags")
