@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import (
     CacheDep,
     CurrentUser,
     CurrentUserId,
     OptionalUserId,
-    ReadConnectionDep,
     SessionDep,
+    read_connection,
 )
 from app.api.routes.params import AuthorFilter, FavoritedFilter, Limit, Offset, Slug, TagFilter
 from app.schemas.articles import (
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/articles", tags=["Articles"], responses=error_respon
 
 @router.get("", response_model=ArticleListResponse, summary="List articles, newest first")
 async def list_articles(
-    connection: ReadConnectionDep,
+    request: Request,
     viewer_id: OptionalUserId,
     tag: TagFilter = None,
     author: AuthorFilter = None,
@@ -35,22 +35,24 @@ async def list_articles(
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> ArticleListResponse:
-    return await service.list_articles(
-        connection,
-        viewer_id=viewer_id,
-        tag=tag,
-        author=author,
-        favorited=favorited,
-        limit=limit,
-        offset=offset,
-    )
+    async with read_connection(request) as connection:
+        return await service.list_articles(
+            connection,
+            viewer_id=viewer_id,
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            limit=limit,
+            offset=offset,
+        )
 
 
 @router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
 async def feed(
-    connection: ReadConnectionDep, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
+    request: Request, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
 ) -> ArticleListResponse:
-    return await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
+    async with read_connection(request) as connection:
+        return await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
 
 
 @router.post(
@@ -72,10 +74,10 @@ async def create_article(
     summary="Get an article",
     responses=error_responses(404),
 )
-async def get_article(
-    slug: Slug, viewer_id: OptionalUserId, connection: ReadConnectionDep
-) -> ArticleResponse:
-    return ArticleResponse(article=await service.get_article(connection, slug, viewer_id))
+async def get_article(slug: Slug, viewer_id: OptionalUserId, request: Request) -> ArticleResponse:
+    async with read_connection(request) as connection:
+        article = await service.get_article(connection, slug, viewer_id)
+    return ArticleResponse(article=article)
 
 
 @router.put(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import (
     CurrentUser,
     CurrentUserId,
     OptionalUserId,
-    ReadConnectionDep,
     SessionDep,
+    read_connection,
 )
 from app.api.routes.params import CommentId, Slug
 from app.schemas.comments import CommentListResponse, CommentResponse, NewCommentRequest
@@ -23,9 +23,11 @@ router = APIRouter(
 
 @router.get("", response_model=CommentListResponse, summary="Comments, newest first")
 async def list_comments(
-    slug: Slug, viewer_id: OptionalUserId, connection: ReadConnectionDep
+    slug: Slug, viewer_id: OptionalUserId, request: Request
 ) -> CommentListResponse:
-    return CommentListResponse(comments=await service.list_comments(connection, slug, viewer_id))
+    async with read_connection(request) as connection:
+        comments = await service.list_comments(connection, slug, viewer_id)
+    return CommentListResponse(comments=comments)
 
 
 @router.post("", response_model=CommentResponse, summary="Comment on an article")
