@@ -39,13 +39,19 @@ class Cache:
         return Cache(self.redis, self.ttl, prefetched)
 
     async def get(self, key: str) -> Any | None:
+        raw = await self.get_raw(key)
+        return orjson.loads(raw) if raw is not None else None
+
+    async def get_raw(self, key: str) -> bytes | None:
+        """The stored JSON bytes as they are (for entries that are a response body already)."""
         if self.prefetched is not None and key in self.prefetched:
-            raw = self.prefetched[key]
-            return orjson.loads(raw) if raw is not None else None
+            prefetched: bytes | None = self.prefetched[key]
+            return prefetched
         if not self.redis.enabled:
             return None
         try:
-            raw = await run_with_retry(
+            # decode_responses=False: Redis answers bytes.
+            raw: bytes | str | None = await run_with_retry(
                 lambda: self.redis.run(lambda r: r.get(key)),
                 (RedisCommandFailedError,),
                 attempts=2,
@@ -54,7 +60,7 @@ class Cache:
             )
         except RedisUnavailableError:
             return None
-        return orjson.loads(raw) if raw is not None else None
+        return raw.encode() if isinstance(raw, str) else raw
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         if not self.redis.enabled:

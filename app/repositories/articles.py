@@ -192,6 +192,11 @@ async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
     return result.scalar_one_or_none()
 
 
+async def slugs_by_author(session: AsyncSession, author_id: int) -> list[str]:
+    result = await session.scalars(select(Article.slug).where(Article.author_id == author_id))
+    return list(result)
+
+
 async def slug_exists(session: AsyncSession, slug: str) -> bool:
     return bool(await session.scalar(select(exists().where(Article.slug == slug))))
 

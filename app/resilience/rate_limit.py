@@ -14,11 +14,12 @@ thousands of timestamps inside Redis. The estimate assumes the previous window's
 spread evenly; for a fresh client it is exact.
 
 In Redis, one Lua script counts a request against all of its rules and returns their counters
-in a single atomic round trip. For a few GET routes that are answered from the cache
-(`prefetch`: path -> cache key), the same script also returns that key's value, so the route
-needs no second round trip; the route reads it from `scope["state"]` through
-`app.api.deps.get_cache`. The value is read when the request is counted, microseconds before the
-route would have read it, after any write that completed before the request arrived.
+in a single atomic round trip. For the GET routes that are answered from the cache (`prefetch`:
+the cache key a GET of a path reads first, given whether the client is anonymous), the same
+script also returns that key's value, so the route needs no second round trip; the route reads
+it from `scope["state"]` through `app.api.deps.get_cache`. The value is read when the request is
+counted, microseconds before the route would have read it, after any write that completed
+before the request arrived.
 
 Redis is reached through `RedisService.evalsha` (one pipelined connection per process, see
 `app.db.redis_pipeline`), i.e. through the Redis circuit breaker shared with the cache: once the
@@ -33,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -166,7 +167,10 @@ class Decision:
 
 class RateLimiter:
     def __init__(
-        self, settings: Settings, redis: RedisService, prefetch: Mapping[str, str] | None = None
+        self,
+        settings: Settings,
+        redis: RedisService,
+        prefetch: Callable[[str, bool], str | None] | None = None,
     ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.prefix = settings.API_PREFIX.rstrip("/")
@@ -177,7 +181,7 @@ class RateLimiter:
         self.redis = redis
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.backend: Backend = "redis" if redis.enabled else "memory"
-        self.prefetch = {self.prefix + path: key for path, key in (prefetch or {}).items()}
+        self.prefetch = prefetch
 
     def rules_for(self, method: str, path: str) -> list[Rule]:
         """Applicable rules, most specific first; none outside the API prefix."""
@@ -193,9 +197,11 @@ class RateLimiter:
                 rules.insert(0, self.register)
         return rules
 
-    def prefetch_key(self, method: str, path: str) -> str | None:
+    def prefetch_key(self, method: str, path: str, anonymous: bool) -> str | None:
         """The cache key to read along with the count, for the cached GET routes."""
-        return self.prefetch.get(path) if method == "GET" else None
+        if method != "GET" or self.prefetch is None:
+            return None
+        return self.prefetch(path[len(self.prefix) :], anonymous)
 
     async def check(
         self, rules: list[Rule], client_key: str, read_key: str | None = None

@@ -1,11 +1,18 @@
-"""Article use-cases: lists, feed, CRUD, favourites. Ownership is checked here."""
+"""Article use-cases: lists, feed, CRUD, favourites. Ownership is checked here.
+
+What an anonymous reader gets for one article (no `favorited`, no `following`: both false) is
+cached as the response body itself, cache-aside, and dropped after the commit of anything that
+changes it: an edit, a deletion, a favourite or unfavourite (the count), and a change to the
+author's profile (`app.services.users.update`). Readers with a token always read Postgres,
+since their flags are their own.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.error_handlers import ConflictError, ForbiddenError, NotFoundError
-from app.db.cache import Cache
+from app.db.cache import Cache, cache_key, invalidate_after_commit
 from app.models import Article as ArticleModel
 from app.models import User
 from app.repositories import articles as repo
@@ -13,6 +20,7 @@ from app.repositories.driver import ReadSource
 from app.schemas.articles import (
     Article,
     ArticleListResponse,
+    ArticleResponse,
     NewArticle,
     UpdateArticle,
 )
@@ -67,6 +75,25 @@ async def get_article(source: ReadSource, slug: str, viewer_id: int | None) -> A
     if row is None:
         raise _not_found(slug)
     return presenters.article(row)
+
+
+def public_article_key(slug: str) -> str:
+    return cache_key("article", slug)
+
+
+async def cached_public_article(cache: Cache, slug: str) -> bytes | None:
+    """The anonymous response body for `slug`, when cached (JSON bytes, ready to send)."""
+    return await cache.get_raw(public_article_key(slug))
+
+
+async def remember_public_article(cache: Cache, article: Article) -> None:
+    """Cache what an anonymous reader was just sent (`article` read without a viewer)."""
+    body = ArticleResponse(article=article).model_dump(mode="json", by_alias=True)
+    await cache.set(public_article_key(article.slug), body)
+
+
+def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str) -> None:
+    invalidate_after_commit(session, cache, *(public_article_key(slug) for slug in slugs))
 
 
 def _unique_tags(names: list[str]) -> list[str]:
@@ -129,6 +156,7 @@ async def update_article(
     session: AsyncSession, cache: Cache, slug: str, user_id: int, data: UpdateArticle
 ) -> Article:
     article = await _owned_article(session, slug, user_id)
+    invalidate_public_articles(session, cache, slug)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     tags = changes.pop("tag_list", None)
     if "title" in changes and changes["title"] != article.title:
@@ -146,19 +174,22 @@ async def delete_article(session: AsyncSession, cache: Cache, slug: str, user_id
     article = await _owned_article(session, slug, user_id)
     await repo.remove(session, article)
     invalidate_tags(session, cache)
+    invalidate_public_articles(session, cache, slug)
 
 
-async def favorite(session: AsyncSession, slug: str, user_id: int) -> Article:
+async def favorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
     article_id = await repo.id_by_slug(session, slug)
     if article_id is None:
         raise _not_found(slug)
     await repo.add_favorite(session, user_id, article_id)
+    invalidate_public_articles(session, cache, slug)
     return await get_article(session, slug, user_id)
 
 
-async def unfavorite(session: AsyncSession, slug: str, user_id: int) -> Article:
+async def unfavorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
     article_id = await repo.id_by_slug(session, slug)
     if article_id is None:
         raise _not_found(slug)
     await repo.remove_favorite(session, user_id, article_id)
+    invalidate_public_articles(session, cache, slug)
     return await get_article(session, slug, user_id)

@@ -15,10 +15,12 @@ from app.core.security import (
 )
 from app.db.cache import Cache
 from app.models import User
+from app.repositories import articles as articles_repo
 from app.repositories import users as users_repo
 from app.schemas.users import NewUser, UpdateUser
 from app.schemas.users import User as UserOut
 from app.services import presenters
+from app.services.articles import invalidate_public_articles
 from app.services.profiles import invalidate_profile
 
 LOGIN_FAILED = "email or password is invalid"
@@ -87,4 +89,7 @@ async def update(
     except IntegrityError as exc:
         raise ValidationFailedError("email or username has already been taken") from exc
     invalidate_profile(session, cache, old_username, user.username)
+    # Their articles, as cached for anonymous readers, carry their name, bio and image.
+    slugs = await articles_repo.slugs_by_author(session, user.id)
+    invalidate_public_articles(session, cache, *slugs)
     return issue_token(user, settings)

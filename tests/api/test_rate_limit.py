@@ -14,6 +14,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from app.core.config import Settings
 from app.core.security import create_access_token
 from app.main import create_app
+from app.services.articles import public_article_key
 from app.services.tags import TAGS_KEY
 from tests.conftest import TEST_SECRET
 from tests.support.servers import free_port
@@ -190,3 +191,39 @@ async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
         assert "changed" not in third.json()["tags"]
         assert orjson.loads(await redis.client.get(TAGS_KEY)) == third.json()["tags"]
         assert calls == 4  # a miss also stores the list it loaded
+
+
+async def test_an_anonymous_article_comes_back_with_the_count_in_one_round_trip(
+    limited_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis = limited_app.state.resources.redis
+    slug = "a-cached-article-0123abcd"
+    body = orjson.dumps({"article": {"slug": slug, "title": "planted"}})
+    await redis.client.set(public_article_key(slug), body, ex=30)
+    calls: list[str] = []
+    run, evalsha = redis.run, redis.evalsha
+
+    async def counting_run(command: Any) -> Any:
+        calls.append("run")
+        return await run(command)
+
+    async def counting_evalsha(*args: Any) -> Any:
+        calls.append("evalsha")
+        return await evalsha(*args)
+
+    monkeypatch.setattr(redis, "run", counting_run)
+    monkeypatch.setattr(redis, "evalsha", counting_evalsha)
+    async with client_for(limited_app) as http:
+        response = await http.get(f"/api/articles/{slug}")
+        assert response.status_code == 200
+        assert response.content == body
+        assert response.headers["ratelimit-remaining"] == "4"
+        assert calls == ["evalsha"]  # the limiter's script, which also read the cached body
+        # A signed-in reader's flags are their own: no cached body for them.
+        token = create_access_token(7, TEST_SECRET, 5)
+        calls.clear()
+        signed_in = await http.get(
+            f"/api/articles/{slug}", headers={"Authorization": f"Token {token}"}
+        )
+        assert signed_in.status_code == 404  # read from Postgres, where it does not exist
+        assert calls == ["evalsha"]

@@ -10,6 +10,7 @@ from app.api.deps import (
     CurrentUserId,
     OptionalUserId,
     SessionDep,
+    get_cache,
     read_connection,
 )
 from app.api.routes.params import AuthorFilter, FavoritedFilter, Limit, Offset, Slug, TagFilter
@@ -74,9 +75,19 @@ async def create_article(
     summary="Get an article",
     responses=error_responses(404),
 )
-async def get_article(slug: Slug, viewer_id: OptionalUserId, request: Request) -> ArticleResponse:
+async def get_article(
+    slug: Slug, viewer_id: OptionalUserId, request: Request
+) -> ArticleResponse | Response:
+    cache = await get_cache(request)
+    if viewer_id is None:
+        # An anonymous read: the cached body is what this route would render, sent as it is.
+        body = await service.cached_public_article(cache, slug)
+        if body is not None:
+            return Response(body, media_type="application/json")
     async with read_connection(request) as connection:
         article = await service.get_article(connection, slug, viewer_id)
+    if viewer_id is None:
+        await service.remember_public_article(cache, article)
     return ArticleResponse(article=article)
 
 
@@ -117,8 +128,10 @@ async def delete_article(
     summary="Favourite an article",
     responses=error_responses(404),
 )
-async def favorite(slug: Slug, user_id: CurrentUserId, session: SessionDep) -> ArticleResponse:
-    return ArticleResponse(article=await service.favorite(session, slug, user_id))
+async def favorite(
+    slug: Slug, user_id: CurrentUserId, session: SessionDep, cache: CacheDep
+) -> ArticleResponse:
+    return ArticleResponse(article=await service.favorite(session, cache, slug, user_id))
 
 
 @router.delete(
@@ -127,5 +140,7 @@ async def favorite(slug: Slug, user_id: CurrentUserId, session: SessionDep) -> A
     summary="Unfavourite an article",
     responses=error_responses(404),
 )
-async def unfavorite(slug: Slug, user_id: CurrentUserId, session: SessionDep) -> ArticleResponse:
-    return ArticleResponse(article=await service.unfavorite(session, slug, user_id))
+async def unfavorite(
+    slug: Slug, user_id: CurrentUserId, session: SessionDep, cache: CacheDep
+) -> ArticleResponse:
+    return ArticleResponse(article=await service.unfavorite(session, cache, slug, user_id))
