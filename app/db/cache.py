@@ -50,9 +50,8 @@ class Cache:
         if not self.redis.enabled:
             return None
         try:
-            # decode_responses=False: Redis answers bytes.
-            raw: bytes | str | None = await run_with_retry(
-                lambda: self.redis.run(lambda r: r.get(key)),
+            raw = await run_with_retry(
+                lambda: self.redis.execute("GET", key),
                 (RedisCommandFailedError,),
                 attempts=2,
                 deadline=0.5,
@@ -60,14 +59,14 @@ class Cache:
             )
         except RedisUnavailableError:
             return None
-        return raw.encode() if isinstance(raw, str) else raw
+        return raw if isinstance(raw, bytes) else None
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         if not self.redis.enabled:
             return
         payload = orjson.dumps(value)
         try:
-            await self.redis.run(lambda r: r.set(key, payload, ex=ttl or self.ttl))
+            await self.redis.execute("SET", key, payload, "EX", ttl or self.ttl)
         except RedisUnavailableError:
             log.debug("cache_write_skipped", key=key)
 
@@ -75,7 +74,7 @@ class Cache:
         if not self.redis.enabled or not keys:
             return
         try:
-            await self.redis.run(lambda r: r.delete(*keys))
+            await self.redis.execute("DEL", *keys)
         except RedisUnavailableError:
             # The TTL bounds how long a stale entry can outlive a write made while Redis was down.
             log.warning("cache_invalidation_skipped", keys=list(keys))

@@ -5,9 +5,10 @@ health reports it as `disabled`. Every command goes through the breaker (`RedisS
 redis-py commands, `RedisService.evalsha` for the script run on every request), so once Redis is
 known dead a request pays nothing for it.
 
-Two clients to the same Redis: redis-py for everything (cache, health), and one pipelined
-connection (`app.db.redis_pipeline`) for the rate limiter's per-request script, where redis-py's
-per-command overhead (~45 us of CPU) was a tenth of a request's cost.
+Two clients to the same Redis: one pipelined connection per process (`app.db.redis_pipeline`)
+for every command a request sends (the rate limiter's script, cache reads, writes and
+invalidations), where redis-py's per-command overhead (~45 us of CPU) was a tenth of a
+request's cost; and redis-py for the health check's ping and for operators' tools and tests.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ class RedisService:
         if client is None:
             raise RedisUnavailableError("redis is not configured")
         return await self._guarded(lambda: command(client))
+
+    async def execute(self, *args: Arg) -> object:
+        """One command on the pipelined connection (its reply as hiredis decodes it)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise RedisUnavailableError("redis is not configured")
+        return await self._guarded(lambda: pipeline.execute(*args))
 
     async def evalsha(
         self, script: str, sha: str, keys: Sequence[Arg], args: Sequence[Arg]

@@ -162,12 +162,17 @@ async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
     resources = limited_app.state.resources
     redis = resources.redis
     calls = 0
-    run, evalsha = redis.run, redis.evalsha
+    run, execute, evalsha = redis.run, redis.execute, redis.evalsha
 
     async def counting_run(command: Any) -> Any:
         nonlocal calls
         calls += 1
         return await run(command)
+
+    async def counting_execute(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await execute(*args)
 
     async def counting_evalsha(*args: Any) -> Any:
         nonlocal calls
@@ -175,6 +180,7 @@ async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
         return await evalsha(*args)
 
     monkeypatch.setattr(redis, "run", counting_run)
+    monkeypatch.setattr(redis, "execute", counting_execute)
     monkeypatch.setattr(redis, "evalsha", counting_evalsha)
     await redis.client.set(TAGS_KEY, orjson.dumps(["planted"]), ex=30)
     async with client_for(limited_app) as http:
@@ -201,17 +207,22 @@ async def test_an_anonymous_article_comes_back_with_the_count_in_one_round_trip(
     body = orjson.dumps({"article": {"slug": slug, "title": "planted"}})
     await redis.client.set(public_article_key(slug), body, ex=30)
     calls: list[str] = []
-    run, evalsha = redis.run, redis.evalsha
+    run, execute, evalsha = redis.run, redis.execute, redis.evalsha
 
     async def counting_run(command: Any) -> Any:
         calls.append("run")
         return await run(command)
+
+    async def counting_execute(*args: Any) -> Any:
+        calls.append("execute")
+        return await execute(*args)
 
     async def counting_evalsha(*args: Any) -> Any:
         calls.append("evalsha")
         return await evalsha(*args)
 
     monkeypatch.setattr(redis, "run", counting_run)
+    monkeypatch.setattr(redis, "execute", counting_execute)
     monkeypatch.setattr(redis, "evalsha", counting_evalsha)
     async with client_for(limited_app) as http:
         response = await http.get(f"/api/articles/{slug}")
