@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Row,
     Select,
@@ -254,49 +255,63 @@ async def remove(session: AsyncSession, article: Article) -> None:
 
 
 def _favorite_statements() -> tuple[Any, Any]:
-    """Add and remove a favourite and keep `favorites_count` in step, each one statement.
+    """Add and remove a favourite by slug and keep `favorites_count` in step: each one statement,
+    which answers the article's id (no row: no such article).
 
     The count moves only when the favourite row was really inserted or deleted (the CTE returns
     nothing otherwise), so repeating either request changes nothing.
     """
-    user_id: Any = bindparam("user_id")
-    article_id: Any = bindparam("article_id")
+    user_id: Any = bindparam("user_id", type_=BigInteger)
+    # Not named "slug": Core adds to an UPDATE's SET clause every column named by a key of
+    # the execution parameters (articles.slug, here), CTE or not.
+    target = select(Article.id).where(Article.slug == bindparam("article_slug")).cte("target")
     added = (
         insert(Favorite)
-        .values(user_id=user_id, article_id=article_id)
+        .from_select(["user_id", "article_id"], select(user_id, target.c.id))
         .on_conflict_do_nothing()
         .returning(Favorite.article_id)
         .cte("added")
     )
     removed = (
         delete(Favorite)
-        .where(Favorite.user_id == user_id, Favorite.article_id == article_id)
+        .where(Favorite.user_id == user_id, Favorite.article_id.in_(select(target.c.id)))
         .returning(Favorite.article_id)
         .cte("removed")
     )
-    add = (
+    counted_up = (
         update(Article)
         .where(Article.id.in_(select(added.c.article_id)))
         .values(favorites_count=Article.favorites_count + 1)
+        .cte("counted_up")
     )
-    remove = (
+    counted_down = (
         update(Article)
         .where(Article.id.in_(select(removed.c.article_id)))
         .values(favorites_count=Article.favorites_count - 1)
+        .cte("counted_down")
     )
+    # add_cte: a data-modifying CTE that the final SELECT does not read must still be sent.
+    add = select(target.c.id).add_cte(added, counted_up)
+    remove = select(target.c.id).add_cte(removed, counted_down)
     return add, remove
 
 
 _ADD_FAVORITE, _REMOVE_FAVORITE = _favorite_statements()
 
 
-async def add_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
+async def add_favorite(session: AsyncSession, user_id: int, slug: str) -> int | None:
+    """The article's id, or None when there is no article `slug`."""
     # Core execution on the session's connection: inside its transaction, no ORM bulk-update
     # bookkeeping (there is no loaded Article to synchronise).
     connection = await session.connection()
-    await connection.execute(_ADD_FAVORITE, {"user_id": user_id, "article_id": article_id})
+    result = await connection.execute(_ADD_FAVORITE, {"user_id": user_id, "article_slug": slug})
+    article_id: int | None = result.scalar_one_or_none()
+    return article_id
 
 
-async def remove_favorite(session: AsyncSession, user_id: int, article_id: int) -> None:
+async def remove_favorite(session: AsyncSession, user_id: int, slug: str) -> int | None:
+    """The article's id, or None when there is no article `slug`."""
     connection = await session.connection()
-    await connection.execute(_REMOVE_FAVORITE, {"user_id": user_id, "article_id": article_id})
+    result = await connection.execute(_REMOVE_FAVORITE, {"user_id": user_id, "article_slug": slug})
+    article_id: int | None = result.scalar_one_or_none()
+    return article_id

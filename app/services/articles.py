@@ -178,18 +178,14 @@ async def delete_article(session: AsyncSession, cache: Cache, slug: str, user_id
 
 
 async def favorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
-    article_id = await repo.id_by_slug(session, slug)
-    if article_id is None:
+    if await repo.add_favorite(session, user_id, slug) is None:
         raise _not_found(slug)
-    await repo.add_favorite(session, user_id, article_id)
     invalidate_public_articles(session, cache, slug)
     return await get_article(session, slug, user_id)
 
 
 async def unfavorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
-    article_id = await repo.id_by_slug(session, slug)
-    if article_id is None:
+    if await repo.remove_favorite(session, user_id, slug) is None:
         raise _not_found(slug)
-    await repo.remove_favorite(session, user_id, article_id)
     invalidate_public_articles(session, cache, slug)
     return await get_article(session, slug, user_id)
