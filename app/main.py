@@ -42,7 +42,7 @@ from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBr
 from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
 from app.schemas.common import error_responses
-from app.services.articles import public_article_key
+from app.services.articles import LIST_GENERATION_KEY, public_article_key
 from app.services.storage import DiskImageStorage
 from app.services.tags import TAGS_KEY
 
@@ -71,6 +71,8 @@ def cache_read_for(path: str, anonymous: bool) -> str | None:
     limiter's script returns it along with the count, saving the route a Redis round trip."""
     if path == "/tags":
         return TAGS_KEY
+    if anonymous and path == "/articles":
+        return LIST_GENERATION_KEY
     if anonymous and path.startswith("/articles/"):
         slug = path[len("/articles/") :]
         if slug and "/" not in slug and slug != "feed":

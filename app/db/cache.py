@@ -70,6 +70,20 @@ class Cache:
         except RedisUnavailableError:
             log.debug("cache_write_skipped", key=key)
 
+    async def add(self, key: str, raw: bytes, ttl: int | None = None) -> bytes | None:
+        """Store `raw` unless `key` exists; the value the key holds afterwards (None: Redis
+        unreachable). Read from Redis, never from what was prefetched."""
+        if not self.redis.enabled:
+            return None
+        try:
+            stored = await self.redis.execute("SET", key, raw, "NX", "EX", ttl or self.ttl)
+            if stored is not None:
+                return raw
+            current = await self.redis.execute("GET", key)
+        except RedisUnavailableError:
+            return None
+        return current if isinstance(current, bytes) else None
+
     async def delete(self, *keys: str) -> None:
         if not self.redis.enabled or not keys:
             return

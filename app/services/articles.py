@@ -5,10 +5,18 @@ cached as the response body itself, cache-aside, and dropped after the commit of
 changes it: an edit, a deletion, a favourite or unfavourite (the count), and a change to the
 author's profile (`app.services.users.update`). Readers with a token always read Postgres,
 since their flags are their own.
+
+Anonymous list pages are cached the same way under a *generation*: a random token kept in one
+key, part of every page's key. Any change that can show on any page (the same events, plus a
+new article) drops the generation key after its commit; the next reader starts a new
+generation, and the old pages are never read again (their TTL clears them).
 """
 
 from __future__ import annotations
 
+import secrets
+
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.error_handlers import ConflictError, ForbiddenError, NotFoundError
@@ -93,7 +101,34 @@ async def remember_public_article(cache: Cache, article: Article) -> None:
 
 
 def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str) -> None:
-    invalidate_after_commit(session, cache, *(public_article_key(slug) for slug in slugs))
+    """After the commit: drop these articles' anonymous bodies and every cached list page."""
+    keys = (LIST_GENERATION_KEY, *(public_article_key(slug) for slug in slugs))
+    invalidate_after_commit(session, cache, *keys)
+
+
+LIST_GENERATION_KEY = cache_key("articles", "generation")
+
+
+async def public_list_key(
+    cache: Cache,
+    *,
+    tag: str | None,
+    author: str | None,
+    favorited: str | None,
+    limit: int,
+    offset: int,
+) -> str | None:
+    """The cache key of an anonymous list page in the current generation (None without Redis).
+
+    The generation usually arrives prefetched with the rate limiter's count; when there is none
+    yet, this request starts one (SET NX: concurrent starters agree on one)."""
+    generation = await cache.get_raw(LIST_GENERATION_KEY)
+    if generation is None:
+        generation = await cache.add(LIST_GENERATION_KEY, secrets.token_hex(8).encode())
+        if generation is None:
+            return None
+    query = orjson.dumps([tag, author, favorited, limit, offset]).decode()
+    return cache_key("articles", generation.decode(), query)
 
 
 def _unique_tags(names: list[str]) -> list[str]:
@@ -121,6 +156,7 @@ async def create_article(
     if tags:
         await repo.set_tags(session, inserted.id, tags, replace=False)
         invalidate_tags(session, cache)
+    invalidate_public_articles(session, cache)
     return Article(
         slug=slug,
         title=data.title,

@@ -3,6 +3,8 @@ what they would see drops it: edits, deletion, favourites, the author's profile.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -122,3 +124,60 @@ async def test_a_failed_change_drops_nothing_it_did_not_change(client: AsyncClie
     after = await client.get(f"/api/articles/{slug}")
     assert after.content == before.content
     assert orjson.loads(after.content)["article"]["body"] == "You have to believe"
+
+
+async def _anonymous_list(client: AsyncClient, query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/api/articles{query}")
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page
+
+
+async def test_second_anonymous_list_page_is_the_cached_body_with_no_sql(
+    client: AsyncClient, db_connection: AsyncConnection
+) -> None:
+    author = await register(client)
+    for title in ("One", "Two"):
+        await create_article(client, author["token"], title=title, tagList=[title.lower()])
+    first = await client.get("/api/articles?limit=5")
+    async with count_statements(db_connection) as statements:
+        second = await client.get("/api/articles?limit=5")
+    assert statements == []
+    assert second.content == first.content
+    # Other parameters are other pages, each read once from Postgres.
+    async with count_statements(db_connection) as statements:
+        tagged = await _anonymous_list(client, "?tag=one")
+    assert len(statements) == 1
+    assert [a["title"] for a in tagged["articles"]] == ["One"]
+
+
+async def test_every_change_that_shows_on_a_page_reaches_anonymous_lists(
+    client: AsyncClient,
+) -> None:
+    author, fan = await register(client), await register(client)
+    first = await create_article(client, author["token"], title="First")
+    page = await _anonymous_list(client, f"?author={author['username']}")
+    assert page["articlesCount"] == 1
+
+    second = await create_article(client, author["token"], title="Second")
+    page = await _anonymous_list(client, f"?author={author['username']}")
+    assert [a["title"] for a in page["articles"]] == ["Second", "First"]
+    assert page["articlesCount"] == 2
+
+    await client.post(f"/api/articles/{first['slug']}/favorite", headers=auth(fan["token"]))
+    page = await _anonymous_list(client, f"?author={author['username']}")
+    assert [a["favoritesCount"] for a in page["articles"]] == [0, 1]
+    assert all(a["favorited"] is False for a in page["articles"])
+    mine = (
+        await client.get("/api/articles?favorited=" + fan["username"], headers=auth(fan["token"]))
+    ).json()
+    assert [a["favorited"] for a in mine["articles"]] == [True]
+
+    await client.put("/api/user", json={"user": {"bio": "Writes"}}, headers=auth(author["token"]))
+    page = await _anonymous_list(client, f"?author={author['username']}")
+    assert {a["author"]["bio"] for a in page["articles"]} == {"Writes"}
+
+    await client.delete(f"/api/articles/{second['slug']}", headers=auth(author["token"]))
+    page = await _anonymous_list(client, f"?author={author['username']}")
+    assert [a["title"] for a in page["articles"]] == ["First"]
+    assert page["articlesCount"] == 1

@@ -35,9 +35,19 @@ async def list_articles(
     favorited: FavoritedFilter = None,
     limit: Limit = 20,
     offset: Offset = 0,
-) -> ArticleListResponse:
+) -> ArticleListResponse | Response:
+    cache = await get_cache(request)
+    key = None
+    if viewer_id is None:
+        # Anonymous: the page may be cached, as the body this route would render.
+        key = await service.public_list_key(
+            cache, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
+        )
+        body = await cache.get_raw(key) if key is not None else None
+        if body is not None:
+            return Response(body, media_type="application/json")
     async with read_connection(request) as connection:
-        return await service.list_articles(
+        page = await service.list_articles(
             connection,
             viewer_id=viewer_id,
             tag=tag,
@@ -46,6 +56,9 @@ async def list_articles(
             limit=limit,
             offset=offset,
         )
+    if key is not None:
+        await cache.set(key, page.model_dump(mode="json", by_alias=True))
+    return page
 
 
 @router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
