@@ -217,9 +217,26 @@ def ensure_postgres(datadir: Path, port: int, database: str = "conduit") -> str:
         base = Path(tempfile.gettempdir()) / f"conduit-api-{os.getuid()}-{abs(hash(str(datadir)))}"
         server = PostgresServer(base / "postgres", port)
     if not server.running():
+        if _port_in_use(port):
+            # Another program (often another checkout's cluster) has the port: say so plainly
+            # instead of a pg_ctl traceback.
+            raise PortInUseError(
+                f"port {port} is already in use by another process, so the local Postgres "
+                f"cannot start there; run with PG_PORT=<a free port> (e.g. `make run "
+                f"PG_PORT={free_port()}`) or set DATABASE_URL to a running server"
+            )
         server.start()
     server.create_database(database)
     return server.url(database)
+
+
+class PortInUseError(RuntimeError):
+    """The development cluster's port is taken by something else."""
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _reachable_by(user: str, path: Path) -> bool:
@@ -229,7 +246,12 @@ def _reachable_by(user: str, path: Path) -> bool:
 
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[1] == "ensure-postgres":
-        sys.stdout.write(ensure_postgres(Path(argv[2]), int(argv[3])) + "\n")
+        try:
+            url = ensure_postgres(Path(argv[2]), int(argv[3]))
+        except PortInUseError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+        sys.stdout.write(url + "\n")
         return 0
     sys.stderr.write("usage: python -m tests.support.servers ensure-postgres DATADIR PORT\n")
     return 2
