@@ -15,6 +15,8 @@ generation, and the old pages are never read again (their TTL clears them).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,15 +91,59 @@ def public_article_key(slug: str) -> str:
     return cache_key("article", slug)
 
 
-async def cached_public_article(cache: Cache, slug: str) -> bytes | None:
-    """The anonymous response body for `slug`, when cached (JSON bytes, ready to send)."""
-    return await cache.get_raw(public_article_key(slug))
+ReadOpener = Callable[[], AbstractAsyncContextManager[ReadSource]]
 
 
-async def remember_public_article(cache: Cache, article: Article) -> None:
-    """Cache what an anonymous reader was just sent (`article` read without a viewer)."""
-    body = ArticleResponse(article=article).model_dump(mode="json", by_alias=True)
-    await cache.set(public_article_key(article.slug), body)
+async def article_response(
+    cache: Cache, open_reads: ReadOpener, slug: str, viewer_id: int | None
+) -> ArticleResponse | bytes:
+    """GET one article: for an anonymous reader the cached body (JSON bytes, to be sent as
+    they are) when there is one; otherwise read, and cached for the next anonymous reader."""
+    key = public_article_key(slug) if viewer_id is None else None
+    if key is not None:
+        body = await cache.get_raw(key)
+        if body is not None:
+            return body
+    async with open_reads() as source:
+        response = ArticleResponse(article=await get_article(source, slug, viewer_id))
+    if key is not None:
+        await cache.set(key, response.model_dump(mode="json", by_alias=True))
+    return response
+
+
+async def list_response(
+    cache: Cache,
+    open_reads: ReadOpener,
+    *,
+    viewer_id: int | None,
+    tag: str | None,
+    author: str | None,
+    favorited: str | None,
+    limit: int,
+    offset: int,
+) -> ArticleListResponse | bytes:
+    """GET a page of articles, cached for anonymous readers as `article_response` is."""
+    key = None
+    if viewer_id is None:
+        key = await public_list_key(
+            cache, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
+        )
+        body = await cache.get_raw(key) if key is not None else None
+        if body is not None:
+            return body
+    async with open_reads() as source:
+        page = await list_articles(
+            source,
+            viewer_id=viewer_id,
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            limit=limit,
+            offset=offset,
+        )
+    if key is not None:
+        await cache.set(key, page.model_dump(mode="json", by_alias=True))
+    return page
 
 
 def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import (
@@ -23,7 +26,14 @@ from app.schemas.articles import (
 from app.schemas.common import error_responses
 from app.services import articles as service
 
+T = TypeVar("T")
+
 router = APIRouter(prefix="/articles", tags=["Articles"], responses=error_responses(401))
+
+
+def _as_sent(result: T | bytes) -> T | Response:
+    """A cached body (JSON bytes, what the route would render) goes out as it is."""
+    return Response(result, media_type="application/json") if isinstance(result, bytes) else result
 
 
 @router.get("", response_model=ArticleListResponse, summary="List articles, newest first")
@@ -36,29 +46,17 @@ async def list_articles(
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> ArticleListResponse | Response:
-    cache = await get_cache(request)
-    key = None
-    if viewer_id is None:
-        # Anonymous: the page may be cached, as the body this route would render.
-        key = await service.public_list_key(
-            cache, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
-        )
-        body = await cache.get_raw(key) if key is not None else None
-        if body is not None:
-            return Response(body, media_type="application/json")
-    async with read_connection(request) as connection:
-        page = await service.list_articles(
-            connection,
-            viewer_id=viewer_id,
-            tag=tag,
-            author=author,
-            favorited=favorited,
-            limit=limit,
-            offset=offset,
-        )
-    if key is not None:
-        await cache.set(key, page.model_dump(mode="json", by_alias=True))
-    return page
+    page = await service.list_response(
+        await get_cache(request),
+        functools.partial(read_connection, request),
+        viewer_id=viewer_id,
+        tag=tag,
+        author=author,
+        favorited=favorited,
+        limit=limit,
+        offset=offset,
+    )
+    return _as_sent(page)
 
 
 @router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
@@ -91,17 +89,10 @@ async def create_article(
 async def get_article(
     slug: Slug, viewer_id: OptionalUserId, request: Request
 ) -> ArticleResponse | Response:
-    cache = await get_cache(request)
-    if viewer_id is None:
-        # An anonymous read: the cached body is what this route would render, sent as it is.
-        body = await service.cached_public_article(cache, slug)
-        if body is not None:
-            return Response(body, media_type="application/json")
-    async with read_connection(request) as connection:
-        article = await service.get_article(connection, slug, viewer_id)
-    if viewer_id is None:
-        await service.remember_public_article(cache, article)
-    return ArticleResponse(article=article)
+    article = await service.article_response(
+        await get_cache(request), functools.partial(read_connection, request), slug, viewer_id
+    )
+    return _as_sent(article)
 
 
 @router.put(
