@@ -8,8 +8,7 @@ layer of sub-dependencies costs FastAPI several microseconds to solve on every r
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
@@ -160,17 +159,6 @@ def read_connection(request: Request) -> AbstractAsyncContextManager[ReadConnect
     endpoint, the connection also goes back to the pool before the response model is built.
     """
     return open_read_connection(resources_of(request))
-
-
-ReadSessionOpener = Callable[[], AbstractAsyncContextManager[AsyncSession]]
-
-
-async def get_read_session_opener(request: Request) -> ReadSessionOpener:
-    """For reads usually answered from the cache: a session is opened only on a miss."""
-    return functools.partial(open_session, resources_of(request), read_only=True)
-
-
-LazyReadSession = Annotated[ReadSessionOpener, Depends(get_read_session_opener)]
 
 
 # --- authentication -------------------------------------------------------------------------

@@ -62,11 +62,14 @@ class Cache:
         return raw if isinstance(raw, bytes) else None
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        await self.set_raw(key, orjson.dumps(value), ttl)
+
+    async def set_raw(self, key: str, raw: bytes, ttl: int | None = None) -> None:
+        """Store JSON bytes as they are (a response body, read back with `get_raw`)."""
         if not self.redis.enabled:
             return
-        payload = orjson.dumps(value)
         try:
-            await self.redis.execute("SET", key, payload, "EX", ttl or self.ttl)
+            await self.redis.execute("SET", key, raw, "EX", ttl or self.ttl)
         except RedisUnavailableError:
             log.debug("cache_write_skipped", key=key)
 

@@ -18,15 +18,18 @@ async def test_tags_are_cached_in_redis(app: FastAPI, client: AsyncClient) -> No
     user = await register(client)
     await create_article(client, user["token"], tagList=["cached"])
     assert await redis.get(TAGS_KEY) is None  # the write dropped any cached list
-    assert (await client.get("/api/tags")).json()["tags"] == ["cached"]
-    assert orjson.loads(await redis.get(TAGS_KEY)) == ["cached"]
+    response = await client.get("/api/tags")
+    assert response.json() == {"tags": ["cached"]}
+    assert response.headers["content-type"] == "application/json"
+    # What is cached is the body as sent, byte for byte: a hit hands it on untouched.
+    assert await redis.get(TAGS_KEY) == response.content
     assert 0 < await redis.ttl(TAGS_KEY) <= app.state.resources.settings.CACHE_TTL_SECONDS
 
 
 async def test_cached_value_is_what_is_served(app: FastAPI, client: AsyncClient) -> None:
     """Proves reads come from the cache: a value planted in Redis is what the API returns."""
     redis = app.state.resources.redis.client
-    await redis.set(TAGS_KEY, orjson.dumps(["from-redis"]), ex=30)
+    await redis.set(TAGS_KEY, orjson.dumps({"tags": ["from-redis"]}), ex=30)
     assert (await client.get("/api/tags")).json()["tags"] == ["from-redis"]
 
 
