@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.api import health
-from app.api.routes import include_api_routers, uploads
+from app.api.routes import OPENAPI_TAGS, include_api_routers, uploads
 from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
@@ -167,12 +167,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every route answers errors in the one envelope; this also replaces FastAPI's
         # default 422 schema (HTTPValidationError) in the published document.
         responses=error_responses(422, 500),
+        openapi_tags=OPENAPI_TAGS,
     )
     app.state.settings = settings
     app.state.metrics = metrics = AppMetrics()
     register_error_handlers(app)
-    app.include_router(health.router)
+    # Routes are matched in the order included (see RESOURCE_ROUTERS): the balancers' probe
+    # first, then the API, then what operators and Kubernetes call every few seconds at most.
+    app.include_router(health.probe_router)
     include_api_routers(app, settings.API_PREFIX)
+    app.include_router(health.router)
     if settings.UPLOAD_URL_PREFIX.startswith("/"):  # else a CDN or object store serves them
         app.include_router(uploads.files_router, prefix=settings.UPLOAD_URL_PREFIX.rstrip("/"))
 

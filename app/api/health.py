@@ -27,6 +27,9 @@ from app.observability.checks import CheckResult, check_database, check_redis, d
 from app.resilience.circuit_breaker import STATE_VALUES
 from app.schemas.health import HealthStatus
 
+# Two routers, because routes are matched in the order they were included: the probe that
+# balancers call every few seconds goes before the API, the rest after it (see create_app).
+probe_router = APIRouter(prefix="/health", tags=["health"])
 router = APIRouter(prefix="/health", tags=["health"])
 
 READINESS_RETRY_AFTER = "5"
@@ -81,7 +84,7 @@ async def health(request: Request) -> Response:
     return _RenderedResponse(body, _health_headers(body))
 
 
-router.add_api_route(
+probe_router.add_api_route(
     "",
     health,
     methods=["GET"],

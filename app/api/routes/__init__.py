@@ -9,14 +9,29 @@ from fastapi import APIRouter, FastAPI
 from app.api.routes import articles, comments, profiles, tags, uploads, users
 from app.schemas.common import error_responses
 
+# Most requested first. A request is matched against the routes in this order, and under
+# FastAPI 0.16x each route it passes costs it about 2 us (the router that matches is walked
+# twice): with users and profiles first, a cached tags read spent 15 % of its CPU getting to
+# its route. The paths do not overlap, so the order changes nothing else.
 RESOURCE_ROUTERS: tuple[APIRouter, ...] = (
-    users.router,
-    profiles.router,
+    tags.router,
     articles.router,
     comments.router,
-    tags.router,
+    profiles.router,
+    users.router,
     uploads.router,
 )
+
+# The document's groups in reading order (its paths follow the order above).
+OPENAPI_TAGS: list[dict[str, Any]] = [
+    {"name": "User and Authentication", "description": "Register, log in, the current user"},
+    {"name": "Profile", "description": "Other users' profiles; follow and unfollow"},
+    {"name": "Articles", "description": "Lists, the feed, articles and favourites"},
+    {"name": "Comments", "description": "Comments on an article"},
+    {"name": "Tags", "description": "Tags in use"},
+    {"name": "Uploads", "description": "Images for avatars and articles"},
+    {"name": "health", "description": "Probes, status and metrics for operators"},
+]
 
 
 def include_api_routers(app: FastAPI, prefix: str) -> None:
