@@ -192,3 +192,70 @@ def test_level_applies_to_loggers_uvicorn_configured(capsys: pytest.CaptureFixtu
     finally:
         for name in ("uvicorn", "uvicorn.error"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_tracebacks_carry_no_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """Locals are rendered after redaction: a password argument would reach the log as is."""
+    configure_logging(level="INFO", log_format="json")
+
+    def login(password: str, authorization: str) -> None:
+        raise ValueError("wrong credentials")
+
+    for emit in (
+        lambda: get_logger("tests.logging").exception("login_failed"),
+        lambda: logging.getLogger("uvicorn.error").exception("login failed"),
+    ):
+        try:
+            login("hunter2-" + "secret", "Token " + "jwt-value")
+        except ValueError:
+            emit()
+    out = capsys.readouterr().out
+    records = json_lines(out)
+    assert len(records) == 2
+    for record in records:
+        frames = record["exception"][0]["frames"]
+        assert [f["name"] for f in frames][-1] == "login", "the stack trace is kept"
+        assert all("locals" not in frame for frame in frames)
+    assert "hunter2-secret" not in out
+    assert "jwt-value" not in out
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_per_logger_levels_apply_to_structlog_events(capsys: pytest.CaptureFixture[str]) -> None:
+    """structlog's lines skip the stdlib's records and handlers, not its levels."""
+    configure_logging(level="INFO", log_format="json")
+    quiet = logging.getLogger("tests.quiet")
+    quiet.setLevel(logging.WARNING)
+    try:
+        get_logger("tests.quiet").info("dropped")
+        get_logger("tests.quiet").warning("kept")
+        get_logger("tests.loud").info("also_kept")
+    finally:
+        quiet.setLevel(logging.NOTSET)
+    records = json_lines(capsys.readouterr().out)
+    assert [(r["event"], r["logger"]) for r in records] == [
+        ("kept", "tests.quiet"),
+        ("also_kept", "tests.loud"),
+    ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_other_root_handlers_get_the_finished_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A handler added beside the app's own (an operator's, pytest's capture) still receives
+    structlog's events, as records whose message is the rendered line, at its own level."""
+    configure_logging(level="DEBUG", log_format="json")
+    received: list[logging.LogRecord] = []
+
+    class Collecting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            received.append(record)
+
+    extra = Collecting(level=logging.WARNING)
+    logging.getLogger().addHandler(extra)
+    get_logger("tests.logging").info("below_its_level")
+    get_logger("tests.logging").warning("at_its_level", n=1)
+    stdout = json_lines(capsys.readouterr().out)
+    assert [r["event"] for r in stdout] == ["below_its_level", "at_its_level"]
+    assert [(r.name, r.levelno) for r in received] == [("tests.logging", logging.WARNING)]
+    assert json.loads(received[0].getMessage()) == stdout[1]
