@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from app.core.logging_config import REDACTED, configure_logging, get_logger, redact_secrets
+from app.core import logging_config
+from app.core.logging_config import (
+    REDACTED,
+    UTCTimestamp,
+    configure_logging,
+    get_logger,
+    redact_secrets,
+)
 
 
 @pytest.fixture
@@ -259,3 +267,26 @@ def test_other_root_handlers_get_the_finished_line(capsys: pytest.CaptureFixture
     assert [r["event"] for r in stdout] == ["below_its_level", "at_its_level"]
     assert [(r.name, r.levelno) for r in received] == [("tests.logging", logging.WARNING)]
     assert json.loads(received[0].getMessage()) == stdout[1]
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [
+        1_795_737_083_509_757_123,  # 2026-11-26T23:51:23.509757Z
+        1_795_737_083_000_000_999,  # a zero fraction is left out, as isoformat does
+        1_795_737_084_000_001_000,  # the next second: the cached prefix is renewed
+        1_795_737_083_999_999_999,  # the clock stepped back: renewed again
+        0,
+    ],
+)
+def test_utc_timestamp_writes_what_timestamper_wrote(
+    nanoseconds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = UTCTimestamp()
+    stamp(None, "info", {})  # a prefix cached for "now" first
+    monkeypatch.setattr(f"{logging_config.__name__}.time.time_ns", lambda: nanoseconds)
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
+    expected = moment.isoformat().replace("+00:00", "Z")  # structlog's TimeStamper(iso, utc)
+    assert stamp(None, "info", {})["timestamp"] == expected
+    assert stamp(None, "info", {})["timestamp"] == expected  # and from the cache
