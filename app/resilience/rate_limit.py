@@ -35,7 +35,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from limits import RateLimitItem, parse
@@ -144,6 +144,18 @@ NOT_READ = object()  # Decision.prefetched when no key was read along with the c
 class Rule:
     name: str
     item: RateLimitItem
+    # The Redis key around the client's part, built once rather than on every hit.
+    _affixes: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        marker = "\0"
+        before, _, after = f"{KEY_PREFIX}:{self.item.key_for(self.name, marker)}".partition(marker)
+        object.__setattr__(self, "_affixes", (before, after))
+
+    def redis_key(self, client_key: str) -> str:
+        """`limits`' key for this rule and client (its `key_for`), under our prefix."""
+        before, after = self._affixes
+        return before + client_key + after
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +259,7 @@ async def _evaluate_in_redis(
     for rule in rules:
         period = rule.item.get_expiry()
         window = Window.at(now, period)
-        base = f"{KEY_PREFIX}:{rule.item.key_for(rule.name, client_key)}"
+        base = rule.redis_key(client_key)
         keys += [f"{base}:{window.index - 1}", f"{base}:{window.index}"]
         args += [rule.item.amount, window.previous_weight, 2 * period]
         windows.append(window)
@@ -266,7 +278,9 @@ async def _evaluate_in_redis(
     decision = _tightest(decisions)
     if read_key is None:
         return decision
-    return replace(decision, prefetched=flat[-1])
+    return Decision(  # not dataclasses.replace, which looks the fields up on every call
+        decision.allowed, decision.limit, decision.remaining, decision.reset_after, flat[-1]
+    )
 
 
 def _tightest(decisions: list[Decision]) -> Decision:

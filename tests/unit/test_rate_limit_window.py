@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from limits import parse
 
-from app.resilience.rate_limit import Window, window_decision
+from app.resilience.rate_limit import KEY_PREFIX, Rule, Window, window_decision
 
 
 def test_window_position_and_previous_weight() -> None:
@@ -44,3 +45,11 @@ def test_refused_by_the_previous_window_waits_for_its_weight_to_drop() -> None:
 def test_retry_after_is_at_least_one_second() -> None:
     decision = window_decision(5, Window.at(59.9999, 60), allowed=False, previous=6, current=0)
     assert dict(decision.headers())[b"retry-after"] == b"1"
+
+
+@pytest.mark.parametrize("client", ["ip:127.0.0.1", "user:42", "ip:::1", "ip:unknown"])
+def test_rule_keys_are_limits_keys_under_our_prefix(client: str) -> None:
+    """Built around the client once per rule; the same key `limits` would build per hit."""
+    rule = Rule("login", parse("10/minute"))
+    assert rule.redis_key(client) == f"{KEY_PREFIX}:{rule.item.key_for('login', client)}"
+    assert rule.redis_key(client) != Rule("default", parse("10/minute")).redis_key(client)
