@@ -105,8 +105,9 @@ class RequestContextMiddleware:
         request_id = incoming_request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # Set for this request and put back afterwards (not cleared: the caller's own
+        # bindings, e.g. a test's, are none of this request's business).
+        log_tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -140,7 +141,7 @@ class RequestContextMiddleware:
         finally:
             self._log_completed(scope, status, started)
             request_id_var.reset(token)
-            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.reset_contextvars(**log_tokens)
 
     @staticmethod
     def _log_completed(scope: Scope, status: int, started: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
+import structlog
 from httpx import AsyncClient
 from structlog.testing import capture_logs
 
@@ -88,3 +89,20 @@ async def test_forwarded_for_from_a_trusted_proxy(settings_factory: SettingsFact
         # A client-supplied hop before the proxies' own cannot choose the address.
         assert await _client_ip(http, "198.51.100.1, 203.0.113.7, 10.1.2.3") == "203.0.113.7"
         assert await _client_ip(http, "not-an-ip") == "127.0.0.1"
+
+
+async def test_request_id_is_bound_for_the_request_only(client: AsyncClient) -> None:
+    """The in-process transport runs the app in this task's context: the request's log
+    binding must be gone afterwards, and what the caller had bound must be back."""
+    structlog.contextvars.bind_contextvars(request_id="callers-own", suite="api")
+    try:
+        response = await client.get("/api/tags", headers={"X-Request-ID": "req-ctx-1"})
+        assert response.headers["x-request-id"] == "req-ctx-1"
+        assert structlog.contextvars.get_contextvars() == {
+            "request_id": "callers-own",
+            "suite": "api",
+        }
+    finally:
+        structlog.contextvars.clear_contextvars()
+    await client.get("/api/tags")
+    assert structlog.contextvars.get_contextvars() == {}
