@@ -42,6 +42,13 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not template:
+        if "endpoint" in scope and not scope.get("path_params"):
+            # A plain Starlette route matched (the OpenAPI document, the docs page): FastAPI
+            # records no route object for those, but without parameters the path is the
+            # template, so the label set stays bounded.
+            template = str(scope["path"])
+            scope[_TEMPLATE_KEY] = template
+            return template
         return UNMATCHED_ROUTE  # not kept: routing may not have happened yet
     template = str(template)
     path = str(scope.get("path", ""))
