@@ -239,6 +239,17 @@ def live_app(
 OUTAGE_DATABASE = "conduit_outage"
 
 
+@pytest.fixture(scope="package", autouse=True)
+def shared_database_emptied_afterwards(postgres: PostgresServer, migrated: str) -> Iterator[None]:
+    """Live servers run in processes of their own, outside any test's transaction, so what
+    they are sent stays in the session's database. Emptied once these tests are done, so the
+    tests that count rows (tests/api/test_lists.py) pass whichever package runs first."""
+    from tests.conftest import TEST_DATABASE
+
+    yield
+    postgres.empty_tables(TEST_DATABASE)
+
+
 @pytest.fixture
 def dedicated_postgres(workdir: Path) -> Iterator[PostgresServer]:
     """A migrated Postgres of the test's own, which the test may stop and start again."""

@@ -151,7 +151,25 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def _psql(self, sql: str) -> str:
+    def empty_tables(self, database: str) -> None:
+        """Every table of the app's schema emptied (the migration history kept)."""
+        self._psql(
+            """
+            DO $$
+            DECLARE tables text;
+            BEGIN
+                SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO tables
+                FROM pg_tables
+                WHERE schemaname = 'public' AND tablename <> 'alembic_version';
+                IF tables IS NOT NULL THEN
+                    EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE';
+                END IF;
+            END $$;
+            """,
+            database,
+        )
+
+    def _psql(self, sql: str, database: str = "postgres") -> str:
         result = self._run(
             "psql",
             "-h",
@@ -161,7 +179,7 @@ class PostgresServer:
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            database,
             "-tAc",
             sql,
         )
