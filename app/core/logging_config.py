@@ -7,95 +7,23 @@ process writes is one JSON object, tracebacks included.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import logging.handlers
 import sys
-import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import structlog
-from structlog.types import EventDict, Processor, WrappedLogger
+from structlog.types import Processor
 
-REDACTED = "[REDACTED]"
-# Substrings of keys whose values never reach a log line.
-SENSITIVE_KEY_PARTS = ("authorization", "cookie", "password", "token", "secret", "api_key")
-
-
-@functools.lru_cache(maxsize=4096)  # keys come from code and header names: a small set
-def _is_sensitive(key: str) -> bool:
-    lowered = key.lower().replace("-", "_")  # header spelling: X-Api-Key
-    return any(part in lowered for part in SENSITIVE_KEY_PARTS)
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, _SCALARS):  # most values of most lines: nothing to look into
-        return value
-    if isinstance(value, Mapping):
-        return {
-            k: REDACTED if _is_sensitive(str(k)) else _redact_value(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        if len(value) == 2 and isinstance(value[0], str | bytes) and _is_sensitive(_text(value[0])):
-            return [value[0], REDACTED]  # a (name, value) header pair
-        return [_redact_value(v) for v in value]
-    return value
-
-
-def _text(name: str | bytes) -> str:
-    return name.decode("latin-1") if isinstance(name, bytes) else name
-
-
-def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    # Values are replaced in place while iterating, which a dict allows (no key is added).
-    for key, value in event_dict.items():
-        if key == "event":
-            continue
-        if _is_sensitive(key):
-            event_dict[key] = REDACTED
-        elif not isinstance(value, _SCALARS):  # most values of most lines: nothing to look into
-            event_dict[key] = _redact_value(value)
-    return event_dict
+from app.core.log_processors import UTCTimestamp, drop_color_message, redact_secrets
+from app.core.log_sinks import LineFormatter, LineStreamHandler, LineWriter
 
 
 def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
-
-
-def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    # uvicorn duplicates its message with ANSI colours in `color_message`.
-    event_dict.pop("color_message", None)
-    return event_dict
-
-
-class UTCTimestamp:
-    """`timestamp`: the time in UTC as ISO 8601, exactly as structlog's
-    `TimeStamper(fmt="iso", utc=True)` writes it (2026-11-26T23:51:23.509757Z).
-
-    TimeStamper builds a timezone-aware datetime and formats all of it on every line, about
-    5 us per access-log line in a busy server; here the date and time of day are formatted
-    once per second and only the microseconds per line.
-    """
-
-    def __init__(self) -> None:
-        self._second: tuple[int, str] = (-1, "")
-
-    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-        second, prefix = self._second  # one tuple, so threads never see half an update
-        if second != seconds:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            self._second = (seconds, prefix)
-        microseconds = nanoseconds // 1000
-        # datetime.isoformat leaves out a zero fraction; so does this.
-        event_dict["timestamp"] = f"{prefix}.{microseconds:06d}Z" if microseconds else prefix + "Z"
-        return event_dict
 
 
 def shared_processors() -> list[Processor]:
@@ -111,7 +39,7 @@ def shared_processors() -> list[Processor]:
 
 def foreign_processors() -> list[Processor]:
     """For stdlib records only: what structlog's own events never carry."""
-    return [structlog.stdlib.ExtraAdder(), _drop_color_message, *shared_processors()]
+    return [structlog.stdlib.ExtraAdder(), drop_color_message, *shared_processors()]
 
 
 def _console_traceback() -> structlog.typing.ExceptionRenderer:
@@ -120,100 +48,6 @@ def _console_traceback() -> structlog.typing.ExceptionRenderer:
     if importlib.util.find_spec("rich") is None:
         return structlog.dev.plain_traceback
     return structlog.dev.RichTracebackFormatter(show_locals=False)
-
-
-PRERENDERED = "_conduit_prerendered"  # LogRecord attribute: the message is the finished line
-
-
-class LineFormatter(structlog.stdlib.ProcessorFormatter):
-    """Renders stdlib records through structlog; passes structlog's own, already rendered
-    lines through untouched (ProcessorFormatter would copy the record and run its chain again)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, PRERENDERED, False):
-            return record.getMessage()
-        return super().format(record)
-
-
-class LineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The stdout handler: stdlib records go through `emit` as usual; structlog's finished
-    lines are written by `write_line`, under the same lock, without a LogRecord."""
-
-    def write_line(self, line: str, name: str, levelno: int) -> None:
-        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            try:
-                self.stream.write(line + self.terminator)
-                self.flush()
-            except Exception:
-                self.handleError(_prerendered_record(name, levelno, line))
-
-
-def _prerendered_record(name: str, levelno: int, line: str) -> logging.LogRecord:
-    record = logging.LogRecord(name, levelno, "", 0, line, None, None)
-    setattr(record, PRERENDERED, True)
-    return record
-
-
-def write_line(name: str, levelno: int, line: str) -> None:
-    """A finished line to every sink `configure_logging` installed (the root's handlers) whose
-    level lets it through: the stdout handler writes it as it is, the others (rotating files,
-    pytest's capture) get a LogRecord carrying it, which `LineFormatter` passes through."""
-    record = None
-    for handler in logging.root.handlers:
-        if levelno < handler.level:
-            continue
-        if isinstance(handler, LineStreamHandler):
-            handler.write_line(line, name, levelno)
-            continue
-        if record is None:
-            record = _prerendered_record(name, levelno, line)
-        handler.handle(record)
-
-
-class LineWriter:
-    """The logger structlog wraps: it receives the line the processor chain finished.
-
-    structlog's stdlib integration would hand each line to a stdlib Logger, which builds a
-    LogRecord and runs it through the logger's and the handler's machinery and a Formatter,
-    only to print the string it was given: 13 us a line in a busy server, a third of what the
-    access-log line cost per request. Levels are still the stdlib loggers' (`filter_by_level`
-    reads `disabled` and `getEffectiveLevel`), so LOG_LEVEL and per-logger levels apply as
-    before.
-    """
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name or "root"
-        self._stdlib = logging.getLogger(name)
-
-    @property
-    def disabled(self) -> bool:
-        return self._stdlib.disabled
-
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802  # the stdlib's spelling
-        return self._stdlib.isEnabledFor(level)
-
-    def getEffectiveLevel(self) -> int:  # noqa: N802
-        return self._stdlib.getEffectiveLevel()
-
-    def debug(self, line: str) -> None:
-        write_line(self.name, logging.DEBUG, line)
-
-    def info(self, line: str) -> None:
-        write_line(self.name, logging.INFO, line)
-
-    def warning(self, line: str) -> None:
-        write_line(self.name, logging.WARNING, line)
-
-    def error(self, line: str) -> None:
-        write_line(self.name, logging.ERROR, line)
-
-    def critical(self, line: str) -> None:
-        write_line(self.name, logging.CRITICAL, line)
-
-    warn = warning
-    exception = error
-    fatal = critical
-    msg = info
 
 
 # Tracebacks as data, without the frames' local variables: structlog shows them by default, and

@@ -12,14 +12,9 @@ from typing import Any
 import pytest
 import structlog
 
-from app.core import logging_config
-from app.core.logging_config import (
-    REDACTED,
-    UTCTimestamp,
-    configure_logging,
-    get_logger,
-    redact_secrets,
-)
+from app.core import log_processors
+from app.core.log_processors import REDACTED, UTCTimestamp, redact_secrets
+from app.core.logging_config import configure_logging, get_logger
 
 
 @pytest.fixture
@@ -284,7 +279,7 @@ def test_utc_timestamp_writes_what_timestamper_wrote(
 ) -> None:
     stamp = UTCTimestamp()
     stamp(None, "info", {})  # a prefix cached for "now" first
-    monkeypatch.setattr(f"{logging_config.__name__}.time.time_ns", lambda: nanoseconds)
+    monkeypatch.setattr(f"{log_processors.__name__}.time.time_ns", lambda: nanoseconds)
     seconds, rest = divmod(nanoseconds, 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
     expected = moment.isoformat().replace("+00:00", "Z")  # structlog's TimeStamper(iso, utc)
