@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,24 +46,28 @@ def _not_found(slug: str) -> NotFoundError:
     return NotFoundError(f"article {slug} not found", code="article_not_found")
 
 
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """GET /api/articles's filters and page: what a list reads, and what its cache key holds."""
+
+    tag: str | None = None
+    author: str | None = None
+    favorited: str | None = None
+    limit: int = 20
+    offset: int = 0
+
+
 async def list_articles(
-    source: ReadSource,
-    *,
-    viewer_id: int | None,
-    tag: str | None,
-    author: str | None,
-    favorited: str | None,
-    limit: int,
-    offset: int,
+    source: ReadSource, *, viewer_id: int | None, query: ListQuery
 ) -> ArticleListResponse:
     rows, total = await repo.page(
         source,
         viewer_id=viewer_id,
-        limit=limit,
-        offset=offset,
-        tag=tag,
-        author=author,
-        favorited_by=favorited,
+        limit=query.limit,
+        offset=query.offset,
+        tag=query.tag,
+        author=query.author,
+        favorited_by=query.favorited,
     )
     return ArticleListResponse(
         articles=[presenters.article_summary(r) for r in rows], articles_count=total
@@ -112,35 +117,17 @@ async def article_response(
 
 
 async def list_response(
-    cache: Cache,
-    open_reads: ReadOpener,
-    *,
-    viewer_id: int | None,
-    tag: str | None,
-    author: str | None,
-    favorited: str | None,
-    limit: int,
-    offset: int,
+    cache: Cache, open_reads: ReadOpener, *, viewer_id: int | None, query: ListQuery
 ) -> ArticleListResponse | bytes:
     """GET a page of articles, cached for anonymous readers as `article_response` is."""
     key = None
     if viewer_id is None:
-        key = await public_list_key(
-            cache, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
-        )
+        key = await public_list_key(cache, query)
         body = await cache.get_raw(key) if key is not None else None
         if body is not None:
             return body
     async with open_reads() as source:
-        page = await list_articles(
-            source,
-            viewer_id=viewer_id,
-            tag=tag,
-            author=author,
-            favorited=favorited,
-            limit=limit,
-            offset=offset,
-        )
+        page = await list_articles(source, viewer_id=viewer_id, query=query)
     if key is not None:
         await cache.set(key, page.model_dump(mode="json", by_alias=True))
     return page
@@ -155,15 +142,7 @@ def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str)
 LIST_GENERATION_KEY = cache_key("articles", "generation")
 
 
-async def public_list_key(
-    cache: Cache,
-    *,
-    tag: str | None,
-    author: str | None,
-    favorited: str | None,
-    limit: int,
-    offset: int,
-) -> str | None:
+async def public_list_key(cache: Cache, query: ListQuery) -> str | None:
     """The cache key of an anonymous list page in the current generation (None without Redis).
 
     The generation usually arrives prefetched with the rate limiter's count; when there is none
@@ -173,8 +152,8 @@ async def public_list_key(
         generation = await cache.add(LIST_GENERATION_KEY, secrets.token_hex(8).encode())
         if generation is None:
             return None
-    query = orjson.dumps([tag, author, favorited, limit, offset]).decode()
-    return cache_key("articles", generation.decode(), query)
+    fields = [query.tag, query.author, query.favorited, query.limit, query.offset]
+    return cache_key("articles", generation.decode(), orjson.dumps(fields).decode())
 
 
 def _unique_tags(names: list[str]) -> list[str]:

@@ -50,11 +50,9 @@ async def list_articles(
         await get_cache(request),
         functools.partial(read_connection, request),
         viewer_id=viewer_id,
-        tag=tag,
-        author=author,
-        favorited=favorited,
-        limit=limit,
-        offset=offset,
+        query=service.ListQuery(
+            tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
+        ),
     )
     return _as_sent(page)
 
