@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint format lock bench clean
+.PHONY: help install run migrate test e2e lint format lock bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,10 +40,13 @@ run: install  ## Serve on http://127.0.0.1:8000 with reload (starts a local Post
 test: install  ## Whole suite against real Postgres and Redis, with coverage
 	$(PY) -m pytest --cov --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
+e2e: install  ## Docker suite (root): builds the images, deploys with deploy.sh under load
+	$(PY) -m pytest -m e2e tests/e2e -p no:randomly -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app tests alembic bench
+	$(VENV)/bin/mypy app tests alembic bench devstack
 
 format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -57,5 +60,5 @@ bench: install  ## Load benchmark (own Postgres/Redis, production app, wrk or lo
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:  ## Stop the local cluster and remove .venv and .data
-	-$(PY) -c "from tests.support.servers import PostgresServer as P; from pathlib import Path; P(Path('$(PG_DATA)').resolve(), $(PG_PORT)).stop()"
+	-$(PY) -c "from devstack.servers import PostgresServer as P; from pathlib import Path; P(Path('$(PG_DATA)').resolve(), $(PG_PORT)).stop()"
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .coverage

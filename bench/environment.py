@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.servers import PostgresServer, RedisServer, free_port
+from devstack.servers import PostgresServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "conduit_bench"

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from app.core.config import Settings
+from devstack.servers import RedisServer, free_port
 from tests.support.apps import serve
-from tests.support.servers import RedisServer, free_port
 
 SettingsFactory = Callable[..., Settings]
 METRICS_TOKEN = "metrics-token-for-tests-0123456789"

@@ -16,8 +16,8 @@ from app.core.security import create_access_token
 from app.main import create_app
 from app.services.articles import public_article_key
 from app.services.tags import TAGS_KEY
+from devstack.servers import free_port
 from tests.conftest import TEST_SECRET
-from tests.support.servers import free_port
 
 LIMITS = {
     "RATE_LIMIT_ENABLED": True,

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from devstack.servers import PostgresServer
 from tests.integration.conftest import OUTAGE_DATABASE
 from tests.support.apps import serve
 from tests.support.live import LiveServer, timed_get
-from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

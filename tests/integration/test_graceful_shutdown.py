@@ -16,9 +16,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from devstack.servers import PostgresServer
 from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
-from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

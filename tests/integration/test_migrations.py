@@ -17,8 +17,8 @@ from sqlalchemy.pool import NullPool
 
 import app.models  # noqa: F401 - registers every table on Base.metadata
 from app.db.base import Base
+from devstack.servers import PostgresServer
 from tests.conftest import alembic
-from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.servers import free_port
 from tests.integration.conftest import NginxServer, make_dir
 from tests.support.live import LiveServer
-from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from redis import Redis
 
 from app.core.config import Settings
 from app.main import create_app
+from devstack.servers import PostgresServer, free_port
 from tests.integration.conftest import OUTAGE_DATABASE
 from tests.support.live import LiveServer, timed_get
-from tests.support.servers import PostgresServer, free_port
 
 pytestmark = pytest.mark.slow
 

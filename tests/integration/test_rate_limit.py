@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from app.core.security import create_access_token
+from devstack.servers import RedisServer
 from tests.conftest import TEST_SECRET
 from tests.support.live import LiveServer
-from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.servers import PostgresServer, RedisServer, free_port
 from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
-from tests.support.servers import PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import psutil
 import pytest
 from PIL import Image
 
+from devstack.servers import PostgresServer
 from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
-from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
 

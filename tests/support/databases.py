@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from devstack.servers import PostgresServer
 from tests.conftest import alembic
-from tests.support.servers import PostgresServer
 
 
 def fresh_database(postgres: PostgresServer, prefix: str = "conduit_live") -> str:

