@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # conduit-api production image. Two stages: the builder resolves every dependency into a venv
 # from the pinned requirements-production.txt (wheels only, so no compiler is needed), then
 # installs the project itself without dependencies; the runtime copies only that venv plus the
@@ -13,13 +12,22 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when the lock file changes.
+# Dependencies first: this layer is rebuilt only when the lock file changes. The build host's
+# pip settings (a private index, a proxy's CA bundle) arrive as BuildKit secrets: mounted for
+# this one step, never written to a layer (deploy.sh passes PIP_CONFIG_FILE and PIP_CERT).
 COPY requirements-production.txt ./
-RUN pip install --no-cache-dir --only-binary=:all: -r requirements-production.txt
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-cache-dir --only-binary=:all: -r requirements-production.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
 # Bytecode stays: the runtime's root file system is read-only, so it could not be written later.
-RUN pip install --no-cache-dir --no-deps .
+# The build backend (setuptools) comes from the index too, hence the same secrets.
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="conduit-api" \
@@ -27,7 +35,10 @@ LABEL org.opencontainers.image.title="conduit-api" \
 # Settings the container topology fixes; everything else comes from the environment (.env).
 # Uvicorn reads WEB_CONCURRENCY and FORWARDED_ALLOW_IPS itself, and every other option from
 # UVICORN_<OPTION> (click's auto_envvar_prefix): UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN bounds the
-# drain after SIGTERM (keep it >= SHUTDOWN_GRACE_SECONDS). glibc malloc: at most 2 arenas, and
+# drain after SIGTERM (keep it >= SHUTDOWN_GRACE_SECONDS); UVICORN_TIMEOUT_KEEP_ALIVE outlasts
+# nginx's idle upstream connections (keepalive_timeout 60s in nginx.conf), so it is always the
+# proxy that closes an idle connection: were the app first, nginx could send a POST on a
+# connection just as it closes, and a POST is never retried. glibc malloc: at most 2 arenas, and
 # blocks of 1 MiB and more (Argon2id's 19 MiB) always mmapped, so they go back to the kernel when
 # freed instead of staying in a thread's arena (docs/performance.md, "Third pass").
 ENV PATH=/opt/venv/bin:$PATH \
@@ -40,6 +51,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     WEB_CONCURRENCY=2 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
     UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=20 \
+    UVICORN_TIMEOUT_KEEP_ALIVE=75 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
     UPLOAD_DIR=/var/lib/conduit/uploads
 # The directories exist in the image, owned by the app user, so a new named volume mounted on
