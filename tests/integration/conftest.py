@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 
+from devstack.servers import PostgresServer, free_port, wait_for_port
 from tests.support.live import LiveServer
-from tests.support.servers import PostgresServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "nginx.conf"
 TLS_TEMPLATE = ROOT / "deploy" / "nginx" / "tls.conf.template"
 TLS_OFF_TEMPLATE = ROOT / "deploy" / "nginx" / "tls-off.conf.template"
+UPSTREAM_TEMPLATE = ROOT / "deploy" / "nginx" / "upstream.conf.template"
 DOCKERFILE = ROOT / "Dockerfile"
 PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
 
@@ -148,6 +149,9 @@ class NginxServer:
             "NGINX_UPSTREAM": upstream,
             "NGINX_UPLOADS_ROOT": str(self.uploads_root),
             "NGINX_TLS_LISTEN": f"127.0.0.1:{self.tls_port}",
+            # The production defaults (docker-compose.production.yml): the limits are tested.
+            "NGINX_API_RATE": "20r/s",
+            "NGINX_AUTH_RATE": "10r/m",
             **(tls or {}),
         }
         self.conf = workdir / "nginx.conf"
@@ -156,6 +160,9 @@ class NginxServer:
         tls_dir.mkdir(exist_ok=True)
         template = TLS_TEMPLATE if tls else TLS_OFF_TEMPLATE
         (tls_dir / "tls.conf").write_text(render_template(template.read_text(), values))
+        (workdir / "upstream.conf").write_text(
+            render_template(UPSTREAM_TEMPLATE.read_text(), values)
+        )
         for path in (workdir, tls_dir, self.uploads_root, self.uploads_root / "uploads"):
             path.chmod(0o755)  # workers may run as an unprivileged user
         self.binary = nginx_binary()
