@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # conduit-api deployment on one Docker host (docker-compose.production.yml), without dropping
 # requests: the new release starts beside the one serving, gets traffic only once every new
-# container is healthy and ready, and the old containers are drained after nginx stopped sending
-# them requests. A release that never gets ready is removed and the old one keeps serving.
+# container is healthy and ready, and the old containers are drained after the router (the nginx
+# between the edge and the app) stopped sending them requests. A release that never gets ready is removed and the old one keeps serving.
 #
 #   ./deploy.sh production|staging [--dry-run] [--no-build]   build, migrate, roll out
 #   ./deploy.sh rollback [production|staging]                 roll out the previous tag
@@ -38,7 +38,7 @@ usage() {
 Usage:
   ./deploy.sh production|staging [--dry-run] [--no-build]
       Validate the settings, build the image (tagged with the git commit), run the migrations,
-      start the new release beside the serving one, switch nginx to it once every new
+      start the new release beside the serving one, switch the router to it once every new
       container is healthy and ready, then drain and remove the old containers. A release
       that never gets ready gets no traffic: it is removed and the old one keeps serving.
   ./deploy.sh rollback [production|staging]
@@ -284,21 +284,30 @@ wait_ready() {
   done
 }
 
-# Points nginx at the given app containers only: rewrite its upstream file, check, reload
-# (graceful: old workers finish their requests). The previous file comes back if the check fails.
-switch_nginx() {
-  local nginx id lines=""
-  nginx="$(compose ps --quiet --status running nginx)"
-  [ -n "$nginx" ] || return 1
+# Points the router (deploy/nginx/router.conf) at the given app containers only: rewrite its
+# upstream file, check, reload. The router's clients are the edge nginx's one-request
+# connections, which a reload never cuts; the edge, which holds the browsers' keep-alive
+# connections, is not reloaded. The previous file comes back if the check fails.
+switch_router() {
+  local router id lines=""
+  router="$(compose ps --quiet --status running router)"
+  [ -n "$router" ] || return 1
   for id in "$@"; do
     lines+="server $(container_name "$id"):8000 max_fails=3 fail_timeout=10s;"$'\n'
   done
   printf '# written by deploy.sh %s\n%s' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$lines" \
-    | docker exec -i "$nginx" sh -c "cat > ${UPSTREAM_FILE}.next \
+    | docker exec -i "$router" sh -c "cat > ${UPSTREAM_FILE}.next \
         && cp ${UPSTREAM_FILE} ${UPSTREAM_FILE}.previous \
         && mv ${UPSTREAM_FILE}.next ${UPSTREAM_FILE} \
         && if nginx -t -q; then nginx -s reload; \
            else mv ${UPSTREAM_FILE}.previous ${UPSTREAM_FILE}; exit 1; fi"
+}
+
+# Starts SERVICE (router, nginx) when it is not running; a running one is left alone.
+ensure_running() {
+  if [ -z "$(compose ps --quiet --status running "$1")" ]; then
+    compose up --detach --no-deps --wait "$1"
+  fi
 }
 
 wait_nginx_ready() {
@@ -320,7 +329,7 @@ rollout() {
   local tag="$1" want old=() new=() all=() id
   want="$(replicas)"
   if [ "$DRY_RUN" -eq 1 ]; then
-    log "dry-run: would start ${want} app container(s) on ${IMAGE_NAME}:${tag} beside the serving ones, switch nginx to them once ready, then drain the old ones"
+    log "dry-run: would start ${want} app container(s) on ${IMAGE_NAME}:${tag} beside the serving ones, switch the router to them once ready, then drain the old ones"
     return 0
   fi
   mapfile -t old < <(app_containers)
@@ -347,17 +356,17 @@ rollout() {
   fi
   step_done
 
-  step "5/6: switch nginx to the new containers"
-  if [ -z "$(compose ps --quiet --status running nginx)" ]; then
-    compose up --detach --no-deps nginx
-  elif ! switch_nginx "${new[@]}"; then
+  step "5/6: switch the router to the new containers"
+  ensure_running router
+  if ! switch_router "${new[@]}"; then
     docker rm --force "${new[@]}" >/dev/null
-    FAILURE="nginx refused the new upstream (nginx -t); it still serves the old containers"
+    FAILURE="the router refused the new upstream (nginx -t); it still serves the old containers"
     return 1
   fi
+  ensure_running nginx
   if ! wait_nginx_ready; then
     if [ "${#old[@]}" -gt 0 ]; then
-      switch_nginx "${old[@]}" || true
+      switch_router "${old[@]}" || true
     fi
     docker rm --force "${new[@]}" >/dev/null
     FAILURE="$(health_url) did not answer 200 through nginx after the switch; switched back"
@@ -367,8 +376,8 @@ rollout() {
 
   step "6/6: drain and remove the ${#old[@]} old container(s)"
   if [ "${#old[@]}" -gt 0 ]; then
-    # nginx sends them nothing new now; SIGTERM starts the app's lame-duck drain (readiness
-    # 503, in-flight requests finish) within STOP_TIMEOUT.
+    # The router sends them nothing new now; SIGTERM starts the app's lame-duck drain
+    # (readiness 503, in-flight requests finish) within STOP_TIMEOUT.
     docker stop --time "$STOP_TIMEOUT" "${old[@]}" >/dev/null
     docker rm "${old[@]}" >/dev/null
   fi

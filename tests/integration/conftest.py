@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "nginx.conf"
 TLS_TEMPLATE = ROOT / "deploy" / "nginx" / "tls.conf.template"
 TLS_OFF_TEMPLATE = ROOT / "deploy" / "nginx" / "tls-off.conf.template"
+ROUTER_CONF = ROOT / "deploy" / "nginx" / "router.conf"
 UPSTREAM_TEMPLATE = ROOT / "deploy" / "nginx" / "upstream.conf.template"
 DOCKERFILE = ROOT / "Dockerfile"
 PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
@@ -137,7 +139,14 @@ def make_dir(parent: Path, prefix: str) -> Path:
 class NginxServer:
     """A real nginx master (daemon off) on 127.0.0.1, its JSON access log collected from stdout."""
 
-    def __init__(self, workdir: Path, upstream: str, *, tls: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        *,
+        tls: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ):
         self.dir = workdir
         self.port = free_port()
         self.tls_port = free_port() if tls else None
@@ -153,6 +162,7 @@ class NginxServer:
             "NGINX_API_RATE": "20r/s",
             "NGINX_AUTH_RATE": "10r/m",
             **(tls or {}),
+            **(overrides or {}),
         }
         self.conf = workdir / "nginx.conf"
         self.conf.write_text(render_template(NGINX_CONF.read_text(), values))
@@ -160,9 +170,6 @@ class NginxServer:
         tls_dir.mkdir(exist_ok=True)
         template = TLS_TEMPLATE if tls else TLS_OFF_TEMPLATE
         (tls_dir / "tls.conf").write_text(render_template(template.read_text(), values))
-        (workdir / "upstream.conf").write_text(
-            render_template(UPSTREAM_TEMPLATE.read_text(), values)
-        )
         for path in (workdir, tls_dir, self.uploads_root, self.uploads_root / "uploads"):
             path.chmod(0o755)  # workers may run as an unprivileged user
         self.binary = nginx_binary()
@@ -208,6 +215,77 @@ class NginxServer:
 
     def access_log(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class RouterServer:
+    """deploy/nginx/router.conf run for real on 127.0.0.1, with its upstream file, switched the
+    way deploy.sh switches it: rewrite the file, then `nginx -s reload`."""
+
+    def __init__(self, workdir: Path, upstreams: list[str]) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        values = {"NGINX_ROUTER_LISTEN": f"127.0.0.1:{self.port}"}
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(render_template(ROUTER_CONF.read_text(), values))
+        self.upstream_file = workdir / "upstream.conf"
+        self.write_upstreams(upstreams)
+        workdir.chmod(0o755)
+        self.binary = nginx_binary()
+        self.process: subprocess.Popen[str] | None = None
+        self.errors: list[str] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self, *extra: str) -> list[str]:
+        globals_ = f"pid {self.dir / 'nginx.pid'}; daemon off;"
+        return [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-g", globals_, *extra]
+
+    def write_upstreams(self, upstreams: list[str]) -> None:
+        lines = [f"server {address} max_fails=3 fail_timeout=10s;" for address in upstreams]
+        self.upstream_file.write_text("\n".join(lines) + "\n")
+
+    def switch(self, upstreams: list[str]) -> None:
+        """New upstreams in force: the reload's new workers run and the old ones have exited."""
+        before = self._workers()
+        self.write_upstreams(upstreams)
+        subprocess.run(self.command("-s", "reload"), check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = self._workers()
+            if now and not now & before:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the router's workers did not turn over: {before} -> {now}")
+
+    def _workers(self) -> set[int]:
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+    def start(self) -> RouterServer:
+        self.process = subprocess.Popen(
+            self.command(), cwd=self.dir, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        threading.Thread(
+            target=NginxServer._collect, args=(self.process.stderr, self.errors), daemon=True
+        ).start()
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("router did not start:\n" + "\n".join(self.errors)) from None
+        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

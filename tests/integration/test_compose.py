@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import NGINX_CONF, ROOT, TLS_TEMPLATE, compose_binary, placeholders
+from tests.integration.conftest import (
+    NGINX_CONF,
+    ROOT,
+    ROUTER_CONF,
+    TLS_TEMPLATE,
+    UPSTREAM_TEMPLATE,
+    compose_binary,
+    placeholders,
+)
 
 COMPOSE_FILE = ROOT / "docker-compose.production.yml"
 SECRET = "0123456789abcdef" * 4
@@ -76,8 +84,8 @@ def test_no_secret_value_is_written_in_the_file() -> None:
 
 def test_services_and_healthchecks(model: dict[str, Any]) -> None:
     services = model["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "app", "nginx"}
-    for name in ("postgres", "redis", "app", "nginx"):
+    assert set(services) == {"postgres", "redis", "migrate", "app", "router", "nginx"}
+    for name in ("postgres", "redis", "app", "router", "nginx"):
         assert services[name]["healthcheck"]["test"], name
         assert services[name]["restart"] == "unless-stopped", name
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
@@ -96,7 +104,8 @@ def test_depends_on_conditions(model: dict[str, Any]) -> None:
         "migrate": "service_completed_successfully",
     }
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
+    assert services["router"]["depends_on"]["app"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["router"]["condition"] == "service_healthy"
 
 
 def test_networks_isolate_the_data_stores(model: dict[str, Any]) -> None:
@@ -104,6 +113,7 @@ def test_networks_isolate_the_data_stores(model: dict[str, Any]) -> None:
     assert model["networks"]["backend"]["internal"] is True
     assert not model["networks"]["edge"].get("internal")
     assert set(services["nginx"]["networks"]) == {"edge"}
+    assert set(services["router"]["networks"]) == {"edge"}
     assert set(services["app"]["networks"]) == {"edge", "backend"}
     for name in ("postgres", "redis", "migrate"):
         assert set(services[name]["networks"]) == {"backend"}, name
@@ -140,11 +150,63 @@ def test_nginx_gets_a_value_for_every_template_placeholder(model: dict[str, Any]
     env = nginx["environment"]
     needed = placeholders(NGINX_CONF.read_text()) | placeholders(TLS_TEMPLATE.read_text())
     assert needed <= set(env), needed - set(env)
-    assert env["NGINX_UPSTREAM"] == "app:8000"
+    assert env["NGINX_UPSTREAM"] == "router:8080"
     assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
     targets = {v["target"]: v["source"] for v in nginx["volumes"]}
     assert Path(targets["/etc/nginx/templates/nginx.conf.template"]) == NGINX_CONF
     assert Path(targets["/etc/nginx/templates/tls/tls.conf.template"]).is_file()
+
+
+def test_router_gets_a_value_for_every_template_placeholder(model: dict[str, Any]) -> None:
+    router = model["services"]["router"]
+    env = router["environment"]
+    needed = placeholders(ROUTER_CONF.read_text()) | placeholders(UPSTREAM_TEMPLATE.read_text())
+    assert needed <= set(env), needed - set(env)
+    assert env["NGINX_UPSTREAM"] == "app:8000"
+    assert env["NGINX_ENVSUBST_FILTER"] == "^NGINX_"
+    targets = {v["target"]: Path(v["source"]) for v in router["volumes"]}
+    assert targets["/etc/nginx/templates/nginx.conf.template"] == ROUTER_CONF
+    assert targets["/etc/nginx/templates/upstream.conf.template"] == UPSTREAM_TEMPLATE
+    # The edge reaches it where it listens; it publishes nothing.
+    edge = model["services"]["nginx"]["environment"]["NGINX_UPSTREAM"]
+    assert edge == f"router:{env['NGINX_ROUTER_LISTEN']}"
+    assert not router.get("ports")
+
+
+@pytest.mark.parametrize(
+    ("setting", "service", "default"),
+    [
+        ("POSTGRES_IMAGE", "postgres", "postgres:16-alpine"),
+        ("REDIS_IMAGE", "redis", "redis:7-alpine"),
+        ("NGINX_IMAGE", "nginx", "nginx:1.27-alpine"),
+        ("NGINX_IMAGE", "router", "nginx:1.27-alpine"),
+    ],
+)
+def test_every_service_image_can_be_overridden(
+    env_file: Path, model: dict[str, Any], setting: str, service: str, default: str
+) -> None:
+    assert model["services"][service]["image"] == default
+    mirror = f"registry.internal/library/{default}"
+    result = run_compose(env_file, "config", "--format", "json", extra_env={setting: mirror})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"][service]["image"] == mirror
+
+
+def test_two_app_replicas_by_default_and_a_setting_changes_it(
+    env_file: Path, model: dict[str, Any]
+) -> None:
+    assert model["services"]["app"]["deploy"]["replicas"] == 2
+    result = run_compose(env_file, "config", "--format", "json", extra_env={"APP_REPLICAS": "3"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["app"]["deploy"]["replicas"] == 3
+
+
+def test_health_reports_the_deployed_tag(env_file: Path) -> None:
+    result = run_compose(env_file, "config", "--format", "json", extra_env={"APP_TAG": "abc123"})
+    assert result.returncode == 0, result.stderr
+    app = json.loads(result.stdout)["services"]["app"]
+    assert app["environment"]["APP_VERSION"] == "abc123"
+    assert app["image"] == "conduit-api:abc123"
 
 
 def test_tls_is_switched_on_by_one_setting(env_file: Path) -> None:
