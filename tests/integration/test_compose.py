@@ -221,3 +221,20 @@ def test_tls_is_switched_on_by_one_setting(env_file: Path) -> None:
     nginx = json.loads(result.stdout)["services"]["nginx"]
     targets = {v["target"]: v["source"] for v in nginx["volumes"]}
     assert Path(targets["/etc/nginx/templates/tls/tls.conf.template"]) == TLS_TEMPLATE
+
+
+def test_postgres_takes_both_releases_pools_during_a_rollout(model: dict[str, Any]) -> None:
+    """A rollout runs the new release's containers beside the old ones: at worst every pool of
+    both is full, and migrations and an operator's psql still need a connection."""
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    per_worker = fields["DB_POOL_SIZE"].default + fields["DB_MAX_OVERFLOW"].default
+    app = model["services"]["app"]
+    workers = int(app["environment"]["WEB_CONCURRENCY"])
+    rollout = 2 * app["deploy"]["replicas"] * workers * per_worker
+    command = model["services"]["postgres"]["command"]
+    max_connections = int(
+        next(c for c in command if c.startswith("max_connections=")).split("=")[1]
+    )
+    assert rollout + 20 <= max_connections, (rollout, max_connections)

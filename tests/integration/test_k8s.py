@@ -26,7 +26,7 @@ NON_SETTINGS = {
     "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
     "PROMETHEUS_MULTIPROC_DIR",
 }
-POSTGRES_MAX_CONNECTIONS = 200  # docker-compose.production.yml's default, DEPLOYMENT.md's sizing
+POSTGRES_MAX_CONNECTIONS = 300  # docker-compose.production.yml's default, DEPLOYMENT.md's sizing
 
 
 def manifest_files() -> list[Path]:
