@@ -36,9 +36,9 @@ LABEL org.opencontainers.image.title="conduit-api" \
 # Uvicorn reads WEB_CONCURRENCY and FORWARDED_ALLOW_IPS itself, and every other option from
 # UVICORN_<OPTION> (click's auto_envvar_prefix): UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN bounds the
 # drain after SIGTERM (keep it >= SHUTDOWN_GRACE_SECONDS); UVICORN_TIMEOUT_KEEP_ALIVE outlasts
-# nginx's idle upstream connections (keepalive_timeout 60s in nginx.conf), so it is always the
-# proxy that closes an idle connection: were the app first, nginx could send a POST on a
-# connection just as it closes, and a POST is never retried. glibc malloc: at most 2 arenas, and
+# the router's idle upstream connections (keepalive_timeout 60s, deploy/nginx/router.conf): the
+# proxy closes an idle connection, never the app, which could close one just as the router sends
+# a POST on it (a POST is never retried). glibc malloc: at most 2 arenas, and
 # blocks of 1 MiB and more (Argon2id's 19 MiB) always mmapped, so they go back to the kernel when
 # freed instead of staying in a thread's arena (docs/performance.md, "Third pass").
 ENV PATH=/opt/venv/bin:$PATH \

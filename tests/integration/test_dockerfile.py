@@ -30,7 +30,7 @@ from tests.integration.conftest import (
 from tests.support.live import LiveServer
 
 VENV_BIN = Path(sys.executable).parent
-NGINX_TEXT = (ROOT / "nginx.conf").read_text()
+ROUTER_TEXT = (ROOT / "deploy" / "nginx" / "router.conf").read_text()
 APP_UID = "10001"
 
 
@@ -116,8 +116,8 @@ def test_uvicorn_takes_workers_and_timeouts_from_the_image_env(
     context = uvicorn_cli.make_context("uvicorn", dockerfile_cmd()[1:])
     params = context.params
     assert params["timeout_graceful_shutdown"] == int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
-    # The app keeps idle connections longer than nginx does: the proxy always closes first.
-    nginx_idle = re.search(r"upstream conduit_app \{[^}]*keepalive_timeout (\d+)s;", NGINX_TEXT)
+    # The app keeps idle connections longer than the router does: the proxy always closes first.
+    nginx_idle = re.search(r"upstream conduit_app \{[^}]*keepalive_timeout (\d+)s;", ROUTER_TEXT)
     assert nginx_idle is not None
     assert params["timeout_keep_alive"] > int(nginx_idle.group(1))
     assert params["proxy_headers"] is True
