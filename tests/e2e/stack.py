@@ -26,6 +26,7 @@ from devstack.servers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "production"
 PROJECT = f"conduit-{TARGET}"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 STEP_DONE = re.compile(r"\[deploy\] step (\d)/6 done in ([0-9.]+)s")
 
 
@@ -98,11 +99,16 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **self.engine.env,
             "BUILD_NETWORK": "host",  # no NAT without iptables: the builder uses the host's
             "HEALTH_TIMEOUT": "45",
         }
+        # pip in the builder trusts what the host's pip trusts (a proxy's CA among them): the
+        # host's bundle goes in as a build secret (deploy.sh), never into a layer.
+        if not env.get("PIP_CERT") and Path(SYSTEM_CA_BUNDLE).is_file():
+            env["PIP_CERT"] = SYSTEM_CA_BUNDLE
+        return env
 
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True)
