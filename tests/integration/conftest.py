@@ -226,30 +226,29 @@ class NginxServer:
                 self.process.wait()
 
 
-class RouterServer:
+class RouterServer(NginxServer):
     """deploy/nginx/router.conf run for real on 127.0.0.1, with its upstream file, switched the
     way deploy.sh switches it: rewrite the file, then `nginx -s reload`."""
 
     def __init__(self, workdir: Path, upstreams: list[str]) -> None:
+        # Its own config and upstream file, hence not NginxServer.__init__; the process handling
+        # (command, start, stop) is the same.
         self.dir = workdir
         self.port = free_port()
-        values = {"NGINX_ROUTER_LISTEN": f"127.0.0.1:{self.port}"}
         self.conf = workdir / "nginx.conf"
+        values = {"NGINX_ROUTER_LISTEN": f"127.0.0.1:{self.port}"}
         self.conf.write_text(render_template(ROUTER_CONF.read_text(), values))
         self.upstream_file = workdir / "upstream.conf"
         self.write_upstreams(upstreams)
         workdir.chmod(0o755)
         self.binary = nginx_binary()
-        self.process: subprocess.Popen[str] | None = None
-        self.errors: list[str] = []
+        self.process = None
+        self.lines = []
+        self.errors = []
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    def command(self, *extra: str) -> list[str]:
-        globals_ = f"pid {self.dir / 'nginx.pid'}; daemon off;"
-        return [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-g", globals_, *extra]
 
     def write_upstreams(self, upstreams: list[str]) -> None:
         lines = [f"server {address} max_fails=3 fail_timeout=10s;" for address in upstreams]
@@ -272,29 +271,6 @@ class RouterServer:
         assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return {int(pid) for pid in children.read_text().split()}
-
-    def start(self) -> RouterServer:
-        self.process = subprocess.Popen(
-            self.command(), cwd=self.dir, stderr=subprocess.PIPE, text=True, bufsize=1
-        )
-        threading.Thread(
-            target=NginxServer._collect, args=(self.process.stderr, self.errors), daemon=True
-        ).start()
-        try:
-            wait_for_port(self.port, timeout=30)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError("router did not start:\n" + "\n".join(self.errors)) from None
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -53,12 +53,17 @@ def run_compose(env_file: Path, *args: str, extra_env: Mapping[str, str] | None 
     )
 
 
-@pytest.fixture
-def model(env_file: Path) -> dict[str, Any]:
-    result = run_compose(env_file, "config", "--format", "json")
+def resolved(env_file: Path, **extra_env: str) -> dict[str, Any]:
+    """The model Compose resolves, with these variables set in its environment."""
+    result = run_compose(env_file, "config", "--format", "json", extra_env=extra_env)
     assert result.returncode == 0, result.stderr
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
+
+
+@pytest.fixture
+def model(env_file: Path) -> dict[str, Any]:
+    return resolved(env_file)
 
 
 def test_config_is_valid(env_file: Path) -> None:
@@ -187,24 +192,18 @@ def test_every_service_image_can_be_overridden(
 ) -> None:
     assert model["services"][service]["image"] == default
     mirror = f"registry.internal/library/{default}"
-    result = run_compose(env_file, "config", "--format", "json", extra_env={setting: mirror})
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["services"][service]["image"] == mirror
+    assert resolved(env_file, **{setting: mirror})["services"][service]["image"] == mirror
 
 
 def test_two_app_replicas_by_default_and_a_setting_changes_it(
     env_file: Path, model: dict[str, Any]
 ) -> None:
     assert model["services"]["app"]["deploy"]["replicas"] == 2
-    result = run_compose(env_file, "config", "--format", "json", extra_env={"APP_REPLICAS": "3"})
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["services"]["app"]["deploy"]["replicas"] == 3
+    assert resolved(env_file, APP_REPLICAS="3")["services"]["app"]["deploy"]["replicas"] == 3
 
 
 def test_health_reports_the_deployed_tag(env_file: Path) -> None:
-    result = run_compose(env_file, "config", "--format", "json", extra_env={"APP_TAG": "abc123"})
-    assert result.returncode == 0, result.stderr
-    app = json.loads(result.stdout)["services"]["app"]
+    app = resolved(env_file, APP_TAG="abc123")["services"]["app"]
     assert app["environment"]["APP_VERSION"] == "abc123"
     assert app["image"] == "conduit-api:abc123"
 
