@@ -25,7 +25,7 @@ install: $(VENV)/.installed  ## Create .venv and install the app with its dev to
 # DATABASE_URL from the environment or .env wins; otherwise a local cluster under .data/.
 define database_url
 $$(url="$${DATABASE_URL:-$$(sed -n 's/^DATABASE_URL=//p' .env 2>/dev/null | tail -n1)}"; \
-  if [ -z "$$url" ]; then url=$$($(PY) -m tests.support.servers ensure-postgres $(PG_DATA) $(PG_PORT)) || exit 1; fi; \
+  if [ -z "$$url" ]; then url=$$($(PY) -m devstack.servers ensure-postgres $(PG_DATA) $(PG_PORT)) || exit 1; fi; \
   echo "$$url")
 endef
 
