@@ -260,7 +260,7 @@ def test_releases_roll_out_under_load(stack: Stack, report: list[str]) -> None:
     finally:
         load.stop()
         phases.append(Phase("whole run", load.stats(), None))
-        report.extend(summary(phases))
+        report.extend(summary(stack.runs[0], phases))
 
     assert [name for name, ok in checks.items() if not ok] == []
     for phase in phases:
@@ -275,12 +275,18 @@ def test_releases_roll_out_under_load(stack: Stack, report: list[str]) -> None:
     assert kill.notes[4].endswith(": 0"), kill.notes
 
 
-def summary(phases: list[Phase]) -> list[str]:
+def steps(run: DeployRun) -> str:
+    return ", ".join(f"{n}: {s:.1f}s" for n, s in sorted(run.steps.items())) or "-"
+
+
+def summary(first: DeployRun, phases: list[Phase]) -> list[str]:
     lines = [format_table([(phase.name, phase.stats, phase.seconds) for phase in phases])]
+    lines.append(
+        f"first deploy, from a clean state, no load: {first.seconds:.1f}s; steps {steps(first)}"
+    )
     for phase in phases:
         if phase.run is not None:
-            steps = ", ".join(f"{n}: {s:.1f}s" for n, s in sorted(phase.run.steps.items()))
-            lines.append(f"{phase.name}: exit {phase.run.returncode}; steps {steps or '-'}")
+            lines.append(f"{phase.name}: exit {phase.run.returncode}; steps {steps(phase.run)}")
         lines += [f"{phase.name}: {note}" for note in phase.notes]
         lines += [f"{phase.name}: failed {example}" for example in phase.stats.examples]
     return lines
