@@ -58,6 +58,7 @@ def services(workdir: Path) -> Iterator[Services]:
 
 
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+IMAGE_KEEP_ALIVE = "75"
 
 
 def production_env(services: Services, workdir: Path, *, workers: int) -> dict[str, str]:
@@ -87,6 +88,8 @@ def production_env(services: Services, workdir: Path, *, workers: int) -> dict[s
         "SHUTDOWN_GRACE_SECONDS": "5",
         # The image's glibc malloc settings (Dockerfile ENV), so the bench measures what runs.
         **MALLOC_ENV,
+        # And its keep-alive: longer than a proxy's pooled connections (bench/proxy_hop.py).
+        "UVICORN_TIMEOUT_KEEP_ALIVE": IMAGE_KEEP_ALIVE,
     }
     if workers > 1:
         metrics_dir = workdir / f"prometheus-{workers}"

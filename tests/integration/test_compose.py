@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devstack.nginx import placeholders
 from tests.integration.conftest import (
     NGINX_CONF,
     ROOT,
@@ -19,7 +20,6 @@ from tests.integration.conftest import (
     TLS_TEMPLATE,
     UPSTREAM_TEMPLATE,
     compose_binary,
-    placeholders,
 )
 
 COMPOSE_FILE = ROOT / "docker-compose.production.yml"

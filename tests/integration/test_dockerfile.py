@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.core.logging_config import uvicorn_log_config
-from bench.environment import MALLOC_ENV
+from bench.environment import IMAGE_KEEP_ALIVE, MALLOC_ENV
 from tests.integration.conftest import (
     DOCKERFILE,
     ROOT,
@@ -144,6 +144,7 @@ def test_runtime_env_matches_the_deployment() -> None:
 def test_bench_runs_with_the_images_malloc_settings() -> None:
     env = runtime_env()
     assert {name: env[name] for name in MALLOC_ENV} == MALLOC_ENV
+    assert env["UVICORN_TIMEOUT_KEEP_ALIVE"] == IMAGE_KEEP_ALIVE
 
 
 def test_log_config_file_is_the_apps_json_config() -> None:
