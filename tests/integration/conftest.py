@@ -267,6 +267,15 @@ def live_app(
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def router(live_app: LiveServer, workdir: Path) -> Iterator[RouterServer]:
+    """deploy/nginx/router.conf in front of the live app, as Compose runs it."""
+    server = RouterServer(make_dir(workdir, "router-"), [f"127.0.0.1:{live_app.port}"])
+    server.start()
+    yield server
+    server.stop()
+
+
 OUTAGE_DATABASE = "conduit_outage"
 
 

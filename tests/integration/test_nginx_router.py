@@ -21,15 +21,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def router(live_app: LiveServer, workdir: Path) -> Iterator[RouterServer]:
-    server = RouterServer(make_dir(workdir, "router-"), [f"127.0.0.1:{live_app.port}"])
-    server.start()
-    yield server
-    server.switch([f"127.0.0.1:{live_app.port}"])
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def edge(router: RouterServer, workdir: Path) -> Iterator[NginxServer]:
     # Limits out of the way: the load below comes from one address.
     limits = {"NGINX_API_RATE": "10000r/s", "NGINX_AUTH_RATE": "10000r/s"}
