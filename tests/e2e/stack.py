@@ -163,13 +163,13 @@ class Stack:
         """Forget a failed release, as an operator would revert it."""
         self.git("reset", "--quiet", "--hard", "HEAD~1")
 
-    def deploy(self, *args: str, label: str) -> DeployRun:
+    def deploy(self, *args: str, label: str, **env: str) -> DeployRun:
         command = ("./deploy.sh", *args)
         started = time.monotonic()
         result = subprocess.run(
             ["bash", *command],
             cwd=self.workdir,
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=900,

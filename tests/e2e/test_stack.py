@@ -112,3 +112,31 @@ def test_data_stores_are_not_reachable_from_the_host(stack: Stack, service: str)
     # Only the app (and the one-shot migrator) share that network; nginx does not.
     nginx = stack.service_container("nginx")
     assert "conduit-production_backend" not in nginx["NetworkSettings"]["Networks"]
+
+
+def test_status_names_every_container_and_the_deployed_tag(stack: Stack) -> None:
+    run = stack.deploy("status", label="status")
+    assert run.returncode == 0, run.output
+    serving = stack.app_containers()
+    for container in serving:
+        assert f"app container {container.name}: conduit-api:{container.tag}" in run.output
+    assert f"deployed: {serving[0].tag};" in run.output
+    assert "readiness: ok" in run.output
+
+
+def test_a_tag_already_on_the_host_deploys_without_a_build(stack: Stack) -> None:
+    """`--no-build` (images from a registry): the serving tag rolled out again, nothing built."""
+    [tag] = {container.tag for container in stack.app_containers()}
+    stack.git("checkout", "--quiet", tag)  # the checkout of the tag that serves
+    before = {container.id for container in stack.app_containers()}
+    run = stack.deploy("production", "--no-build", label="no-build", IMAGE_TAG=tag)
+    assert run.returncode == 0, run.output[-4000:]
+    assert f"step 1/6: conduit-api:{tag} is already on this host" in run.output
+    assert "step 1/6: build" not in run.output
+    # After the rollback past a migration (test_deploy.py), the database is ahead of this release.
+    revision = stack.psql("SELECT version_num FROM alembic_version")
+    known = any(revision in path.name for path in (stack.workdir / "alembic/versions").iterdir())
+    assert ("the database is at a revision" in run.output) is not known
+    after = stack.app_containers()
+    assert {container.tag for container in after} == {tag}
+    assert not before & {container.id for container in after}  # new containers, same image
