@@ -40,13 +40,17 @@ class Chain:
 def keeping_alive(conf: str) -> str:
     """nginx.conf as it was before the router: pooled keep-alive connections to the app."""
     pooled = conf.replace(
-        "        server ${NGINX_UPSTREAM};\n",
-        "        server ${NGINX_UPSTREAM};\n        keepalive 32;\n",
-    ).replace(
+        "    server {\n",
+        "    upstream pooled {\n        server ${NGINX_UPSTREAM};\n        keepalive 32;\n    }\n\n"
+        "    server {\n",
+        1,
+    )
+    pooled = pooled.replace("proxy_pass http://$conduit_upstream;", "proxy_pass http://pooled;")
+    pooled = pooled.replace(
         "        proxy_http_version 1.1;\n",
         '        proxy_http_version 1.1;\n        proxy_set_header Connection "";\n',
     )
-    if pooled.count("keepalive 32;") != 1 or 'Connection ""' not in pooled:
+    if "upstream pooled" not in pooled or "http://$conduit_upstream" in pooled:
         raise ValueError("nginx.conf changed shape: update bench/proxy_hop.py")
     return pooled
 
@@ -58,6 +62,7 @@ def edge(workdir: Path, upstream: str, *, keepalive: bool = False) -> NginxProce
         "NGINX_TLS_LISTEN": f"127.0.0.1:{free_port()}",
         "NGINX_SERVER_NAME": "_",
         "NGINX_UPSTREAM": upstream,
+        "NGINX_RESOLVER": "127.0.0.1",  # the upstreams are addresses
         "NGINX_UPLOADS_ROOT": str(workdir / "public"),
         # One address sends everything: its limits would answer 429s, not measure the path.
         "NGINX_API_RATE": "10000000r/s",

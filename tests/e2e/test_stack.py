@@ -4,7 +4,9 @@ and health, and the data stores' isolation."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 
 import httpx
@@ -140,3 +142,16 @@ def test_a_tag_already_on_the_host_deploys_without_a_build(stack: Stack) -> None
     after = stack.app_containers()
     assert {container.tag for container in after} == {tag}
     assert not before & {container.id for container in after}  # new containers, same image
+
+
+def test_the_edge_finds_a_recreated_router(stack: Stack, client: httpx.Client) -> None:
+    """The router recreated (a change to router.conf): the edge, never restarted, looks its
+    address up again through Docker's DNS and serves within its 10 s cache."""
+    stack.compose("up", "--detach", "--no-deps", "--force-recreate", "router")
+    deadline = time.monotonic() + 30
+    status = 0
+    while time.monotonic() < deadline and status != 200:
+        with contextlib.suppress(httpx.HTTPError):
+            status = client.get("/health/readiness").status_code
+        time.sleep(0.5)
+    assert status == 200

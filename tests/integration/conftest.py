@@ -126,6 +126,8 @@ class NginxServer:
             "NGINX_LISTEN": f"127.0.0.1:{self.port}",
             "NGINX_SERVER_NAME": "_",
             "NGINX_UPSTREAM": upstream,
+            # Never asked: the tests' upstreams are addresses, not names.
+            "NGINX_RESOLVER": "127.0.0.1",
             "NGINX_UPLOADS_ROOT": str(self.uploads_root),
             "NGINX_TLS_LISTEN": f"127.0.0.1:{self.tls_port}",
             # The production defaults (docker-compose.production.yml): the limits are tested.
