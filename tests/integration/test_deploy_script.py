@@ -51,6 +51,7 @@ FAKE_DOCKER = textwrap.dedent(
             with open(os.path.join(state, "running_tag"), "w") as out:
                 out.write(os.environ["APP_TAG"])
         if "run" in args and "migrate" in args:
+            print(os.environ.get("FAKE_MIGRATE_OUTPUT", ""))
             sys.exit(int(os.environ.get("FAKE_MIGRATE_EXIT", "0")))
     sys.exit(0)
     """
@@ -338,3 +339,31 @@ def test_a_second_deploy_of_the_same_target_is_refused_while_one_runs(harness: H
     assert result.returncode != 0
     assert "another deploy of production is running" in result.stdout
     assert harness.mutating_calls() == []
+
+
+def test_a_database_ahead_of_the_release_is_not_a_failed_migration(harness: Harness) -> None:
+    """A redeploy after a rollback: alembic does not know the database's revision, which a
+    later release's expand step wrote. deploy.sh warns and goes on to start the containers."""
+    harness.set_tags(current="old456")
+    result = harness.run(
+        "production",
+        FAKE_MIGRATE_EXIT="255",
+        FAKE_MIGRATE_OUTPUT="FAILED: Can't locate revision identified by 'e2e00000c01a'",
+    )
+    assert (
+        "WARNING: the database is at a revision conduit-api:new123 does not know" in result.stdout
+    )
+    assert "migrations failed" not in result.stdout
+    assert "step 4/6: start 2 container(s) of conduit-api:new123" in result.stdout
+    # (The stand-in engine starts no container, so the rollout itself stops there.)
+
+
+def test_any_other_migration_failure_stops_the_deploy(harness: Harness) -> None:
+    harness.set_tags(current="old456")
+    result = harness.run(
+        "production", FAKE_MIGRATE_EXIT="1", FAKE_MIGRATE_OUTPUT="relation already exists"
+    )
+    assert result.returncode != 0
+    assert "migrations failed; nothing was switched and old456 keeps serving" in result.stdout
+    assert "    relation already exists" in result.stdout
+    assert "step 4/6" not in result.stdout
