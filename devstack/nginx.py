@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -70,7 +71,8 @@ class NginxProcess:
             path.parent.chmod(0o755)
         workdir.chmod(0o755)  # workers may run as an unprivileged user
         self.binary = nginx_binary()
-        self.process: subprocess.Popen[bytes] | None = None
+        # Text or bytes: a subclass may read the output as lines of text.
+        self.process: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:

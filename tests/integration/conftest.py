@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from devstack.nginx import nginx_binary, render_template
+from devstack.nginx import NginxProcess, render_template
 from devstack.servers import PostgresServer, free_port, wait_for_port
 from tests.support.live import LiveServer
 
@@ -106,63 +105,22 @@ def make_dir(parent: Path, prefix: str) -> Path:
     return path
 
 
-class NginxServer:
-    """A real nginx master (daemon off) on 127.0.0.1, its JSON access log collected from stdout."""
+class CapturedNginx(NginxProcess):
+    """An NginxProcess whose stdout (the JSON access log) and stderr are collected line by line."""
 
     def __init__(
-        self,
-        workdir: Path,
-        upstream: str,
-        *,
-        tls: Mapping[str, str] | None = None,
-        overrides: Mapping[str, str] | None = None,
-    ):
-        self.dir = workdir
-        self.port = free_port()
-        self.tls_port = free_port() if tls else None
-        self.uploads_root = workdir / "public"
-        (self.uploads_root / "uploads").mkdir(parents=True, exist_ok=True)
-        values = {
-            "NGINX_LISTEN": f"127.0.0.1:{self.port}",
-            "NGINX_SERVER_NAME": "_",
-            "NGINX_UPSTREAM": upstream,
-            # Never asked: the tests' upstreams are addresses, not names.
-            "NGINX_RESOLVER": "127.0.0.1",
-            "NGINX_UPLOADS_ROOT": str(self.uploads_root),
-            "NGINX_TLS_LISTEN": f"127.0.0.1:{self.tls_port}",
-            # The production defaults (docker-compose.production.yml): the limits are tested.
-            "NGINX_API_RATE": "20r/s",
-            "NGINX_AUTH_RATE": "10r/m",
-            **(tls or {}),
-            **(overrides or {}),
-        }
-        self.conf = workdir / "nginx.conf"
-        self.conf.write_text(render_template(NGINX_CONF.read_text(), values))
-        tls_dir = workdir / "tls"
-        tls_dir.mkdir(exist_ok=True)
-        template = TLS_TEMPLATE if tls else TLS_OFF_TEMPLATE
-        (tls_dir / "tls.conf").write_text(render_template(template.read_text(), values))
-        for path in (workdir, tls_dir, self.uploads_root, self.uploads_root / "uploads"):
-            path.chmod(0o755)  # workers may run as an unprivileged user
-        self.binary = nginx_binary()
-        self.process: subprocess.Popen[str] | None = None
+        self, workdir: Path, port: int, conf: str, files: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(workdir, port, conf, files)
         self.lines: list[str] = []
         self.errors: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self, *extra: str) -> list[str]:
-        globals_ = f"pid {self.dir / 'nginx.pid'}; daemon off;"
-        return [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-g", globals_, *extra]
 
     def test_config(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.command("-t"), capture_output=True, text=True, check=False, timeout=30
         )
 
-    def start(self) -> NginxServer:
+    def start(self) -> CapturedNginx:
         self.process = subprocess.Popen(
             self.command(),
             cwd=self.dir,
@@ -188,35 +146,57 @@ class NginxServer:
     def access_log(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+class NginxServer(CapturedNginx):
+    """The project's nginx.conf (the edge) on 127.0.0.1, in front of `upstream`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        *,
+        tls: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ):
+        port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.uploads_root = workdir / "public"
+        (self.uploads_root / "uploads").mkdir(parents=True, exist_ok=True)
+        for path in (self.uploads_root, self.uploads_root / "uploads"):
+            path.chmod(0o755)  # workers may run as an unprivileged user
+        values = {
+            "NGINX_LISTEN": f"127.0.0.1:{port}",
+            "NGINX_SERVER_NAME": "_",
+            "NGINX_UPSTREAM": upstream,
+            # Never asked: the tests' upstreams are addresses, not names.
+            "NGINX_RESOLVER": "127.0.0.1",
+            "NGINX_UPLOADS_ROOT": str(self.uploads_root),
+            "NGINX_TLS_LISTEN": f"127.0.0.1:{self.tls_port}",
+            # The production defaults (docker-compose.production.yml): the limits are tested.
+            "NGINX_API_RATE": "20r/s",
+            "NGINX_AUTH_RATE": "10r/m",
+            **(tls or {}),
+            **(overrides or {}),
+        }
+        tls_template = TLS_TEMPLATE if tls else TLS_OFF_TEMPLATE
+        super().__init__(
+            workdir,
+            port,
+            render_template(NGINX_CONF.read_text(), values),
+            {"tls/tls.conf": render_template(tls_template.read_text(), values)},
+        )
 
 
-class RouterServer(NginxServer):
+class RouterServer(CapturedNginx):
     """deploy/nginx/router.conf run for real on 127.0.0.1, with its upstream file, switched the
     way deploy.sh switches it: rewrite the file, then `nginx -s reload`."""
 
     def __init__(self, workdir: Path, upstreams: list[str]) -> None:
-        # Its own config and upstream file, hence not NginxServer.__init__; the process handling
-        # (command, start, stop) is the same.
-        self.dir = workdir
-        self.port = free_port()
-        self.conf = workdir / "nginx.conf"
-        values = {"NGINX_ROUTER_LISTEN": f"127.0.0.1:{self.port}"}
-        self.conf.write_text(render_template(ROUTER_CONF.read_text(), values))
+        port = free_port()
+        values = {"NGINX_ROUTER_LISTEN": f"127.0.0.1:{port}"}
+        super().__init__(workdir, port, render_template(ROUTER_CONF.read_text(), values))
         self.upstream_file = workdir / "upstream.conf"
         self.write_upstreams(upstreams)
-        workdir.chmod(0o755)
-        self.binary = nginx_binary()
-        self.process = None
-        self.lines = []
-        self.errors = []
 
     @property
     def address(self) -> str:
