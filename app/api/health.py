@@ -119,8 +119,7 @@ async def readiness(resources: ResourcesDep) -> Response:
             headers={"Retry-After": READINESS_RETRY_AFTER},
         )
     checks = await _dependency_checks(resources)
-    required = ["database"] + (["redis"] if resources.settings.REDIS_REQUIRED else [])
-    failing = [name for name in required if checks[name].status != "ok"]
+    failing = _failing_required(checks, resources.settings.REDIS_REQUIRED)
     body = {name: result.as_dict() for name, result in checks.items()}
     if failing:
         messages = [f"{name} is unavailable" for name in failing]
@@ -130,6 +129,11 @@ async def readiness(resources: ResourcesDep) -> Response:
             headers={"Retry-After": READINESS_RETRY_AFTER},
         )
     return JSONResponse({"status": "ok", "checks": body})
+
+
+def _failing_required(checks: dict[str, CheckResult], redis_required: bool) -> list[str]:
+    required = ["database"] + (["redis"] if redis_required else [])
+    return [name for name in required if checks[name].status != "ok"]
 
 
 def _overall_status(checks: dict[str, CheckResult], redis_required: bool) -> str:
@@ -167,11 +171,26 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
 )
 async def metrics(resources: ResourcesDep, _: None = OperatorOnly) -> Response:
     app_metrics = resources.metrics
+    settings = resources.settings
     for state, value in database_pool(resources.engine).items():
         app_metrics.db_pool.labels(state).set(value)
+    app_metrics.db_pool_max.set(settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW)
     for name, breaker in resources.breakers.items():
         app_metrics.breaker_state.labels(name).set(STATE_VALUES[breaker.state])
-    if app_metrics.multiprocess:
-        app_metrics.process_rss.set(await asyncio.to_thread(system.process_rss_bytes))
+    # Readiness as Prometheus sees it, evaluated at each scrape (bounded like the probe), so an
+    # alert does not depend on who calls the probe, or how often.
+    checks = await _dependency_checks(resources)
+    for name, result in checks.items():
+        if result.status != "disabled":
+            app_metrics.dependency_up.labels(name).set(result.status == "ok")
+    failing = _failing_required(checks, settings.REDIS_REQUIRED)
+    app_metrics.ready.set(not resources.draining and not failing)
+    rss, limit = await asyncio.to_thread(_memory_figures)
+    app_metrics.process_rss.set(rss)
+    app_metrics.memory_limit.set(limit)
     payload, content_type = app_metrics.render()
     return Response(payload, media_type=content_type)
+
+
+def _memory_figures() -> tuple[int, int]:
+    return system.process_rss_bytes(), system.memory_limit_bytes()

@@ -28,7 +28,7 @@ class MetricsMiddleware:
         if children is None:
             children = (
                 self.metrics.http_requests.labels(method, route, str(status)),
-                self.metrics.http_duration.labels(method, route),
+                self.metrics.http_duration.labels(method, route, str(status)),
             )
             self._children[key] = children
         children[0].inc()

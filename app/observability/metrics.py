@@ -23,7 +23,24 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Request latency buckets (seconds): dense where an API should answer, sparse for the tail.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# 0.3 is the latency SLO's threshold (docs/observability.md): the SLI reads the le="0.3" bucket,
+# so the boundary must exist exactly; an interpolated quantile would not do.
+LATENCY_SLO_SECONDS = 0.3
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    LATENCY_SLO_SECONDS,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 def multiprocess_dir() -> str | None:
@@ -46,8 +63,8 @@ class AppMetrics:
         )
         self.http_duration = Histogram(
             "http_request_duration_seconds",
-            "Time to answer an HTTP request",
-            ["method", "route"],
+            "Time to answer an HTTP request, by method, route template and status",
+            ["method", "route", "status"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
@@ -64,6 +81,12 @@ class AppMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.db_pool_max = Gauge(
+            "db_pool_max_connections",
+            "Connections the pool may open (pool size + overflow); the saturation alert's divisor",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
         self.db_connections_opened = Counter(
             "db_connections_opened_total", "Database connections opened", registry=reg
         )
@@ -77,6 +100,44 @@ class AppMetrics:
             "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
             ["name"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.cache_requests = Counter(
+            "cache_requests_total",
+            "Cache reads by cache and result: hit, miss, or error (Redis failed)",
+            ["cache", "result"],
+            registry=reg,
+        )
+        self.rate_limit_decisions = Counter(
+            "rate_limit_decisions_total",
+            "Rate-limit rules applied to requests, by rule and outcome (allowed or limited)",
+            ["rule", "outcome"],
+            registry=reg,
+        )
+        self.retries = Counter(
+            "retries_total",
+            "Retries scheduled after a transient failure, by operation",
+            ["operation"],
+            registry=reg,
+        )
+        self.ready = Gauge(
+            "app_ready",
+            "1 when readiness passes (not draining, required dependencies up), else 0; "
+            "evaluated at scrape time",
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
+        self.dependency_up = Gauge(
+            "app_dependency_up",
+            "1 when the dependency answered its health check at scrape time, else 0",
+            ["dependency"],
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
+        self.memory_limit = Gauge(
+            "app_memory_limit_bytes",
+            "Memory the container may use (cgroup limit; the machine's RAM when unlimited)",
             registry=reg,
             multiprocess_mode="livemax",
         )

@@ -45,3 +45,26 @@ def snapshot() -> dict[str, Any]:
 
 def process_rss_bytes() -> int:
     return int(_process().memory_info().rss)
+
+
+# cgroup v2, then v1: the first readable one is the container's limit.
+CGROUP_MEMORY_LIMIT_FILES = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def memory_limit_bytes(limit_files: tuple[str, ...] = CGROUP_MEMORY_LIMIT_FILES) -> int:
+    """The memory this container may use: its cgroup limit, or the machine's RAM when there is
+    none ("max" in v2; v1 reports a page-rounded huge number instead). Blocking (reads files)."""
+    total = int(psutil.virtual_memory().total)
+    for path in limit_files:
+        try:
+            with open(path, encoding="ascii") as file:
+                raw = file.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            return min(int(raw), total)
+        return total
+    return total
