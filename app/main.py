@@ -22,7 +22,7 @@ from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.logging_config import configure_logging, get_logger
-from app.db.cache import Cache
+from app.db.cache import Cache, CacheInstruments
 from app.db.database_production import (
     CONNECTION_ERRORS,
     create_engine,
@@ -93,11 +93,17 @@ def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
         engine=engine,
         session_factory=create_session_factory(engine),
         redis=redis,
-        cache=Cache(redis, settings.CACHE_TTL_SECONDS),
+        cache=Cache(
+            redis,
+            settings.CACHE_TTL_SECONDS,
+            instruments=CacheInstruments(metrics.cache_requests, metrics.retries),
+        ),
         breakers=breakers,
         image_storage=DiskImageStorage(settings.UPLOAD_DIR),
         # GET /api/tags is answered from the cache: its value comes back with the count.
-        rate_limiter=RateLimiter(settings, redis, prefetch=cache_read_for),
+        rate_limiter=RateLimiter(
+            settings, redis, prefetch=cache_read_for, decisions=metrics.rate_limit_decisions
+        ),
     )
 
 
@@ -127,7 +133,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         version=settings.APP_VERSION,
         redis="enabled" if resources.redis.enabled else "disabled",
     )
-    await wait_for_database(resources.engine, settings.DB_STARTUP_TIMEOUT)
+    await wait_for_database(
+        resources.engine, settings.DB_STARTUP_TIMEOUT, retries=resources.metrics.retries
+    )
     shutdown = GracefulShutdown(
         settings.SHUTDOWN_DRAIN_SECONDS,
         settings.SHUTDOWN_GRACE_SECONDS,

@@ -3,6 +3,11 @@
 A cache failure is never a request failure: reads fall through to the loader (Postgres) and
 writes are skipped, so the API serves the same answers with Redis down, only slower. Reads are
 idempotent, so a transient Redis error gets a quick retry; an open breaker gets none.
+
+Every read is counted in `cache_requests_total{cache,result}` (hit, miss, or error when Redis
+failed), under the name its caller gives: a fixed word per kind of entry, never the key, so the
+label set stays bounded. The instruments are handed in by the app (db does not import the
+observability package).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.logging_config import get_logger
@@ -26,26 +32,51 @@ def cache_key(*parts: str) -> str:
     return KEY_PREFIX + ":".join(parts)
 
 
+class CacheInstruments:
+    """The cache's counters, with `cache_requests_total`'s children looked up once per label
+    pair (`labels()` takes a lock and builds a key on every call)."""
+
+    def __init__(self, requests: Counter | None = None, retries: Counter | None = None) -> None:
+        self.requests = requests
+        self.retries = retries
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def count(self, cache: str, result: str) -> None:
+        if self.requests is None:
+            return
+        child = self._children.get((cache, result))
+        if child is None:
+            child = self._children[(cache, result)] = self.requests.labels(cache, result)
+        child.inc()
+
+
 class Cache:
     def __init__(
-        self, redis: RedisService, ttl_seconds: int, prefetched: Mapping[str, Any] | None = None
+        self,
+        redis: RedisService,
+        ttl_seconds: int,
+        prefetched: Mapping[str, Any] | None = None,
+        instruments: CacheInstruments | None = None,
     ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.prefetched = prefetched
+        self.instruments = instruments or CacheInstruments()
 
     def with_prefetched(self, prefetched: Mapping[str, Any]) -> Cache:
         """This cache for one request, answering `get` for keys already read from Redis."""
-        return Cache(self.redis, self.ttl, prefetched)
+        return Cache(self.redis, self.ttl, prefetched, self.instruments)
 
-    async def get(self, key: str) -> Any | None:
-        raw = await self.get_raw(key)
+    async def get(self, key: str, *, name: str) -> Any | None:
+        raw = await self.get_raw(key, name=name)
         return orjson.loads(raw) if raw is not None else None
 
-    async def get_raw(self, key: str) -> bytes | None:
-        """The stored JSON bytes as they are (for entries that are a response body already)."""
+    async def get_raw(self, key: str, *, name: str) -> bytes | None:
+        """The stored JSON bytes as they are (for entries that are a response body already).
+        `name` is the kind of entry, the `cache` label of the read's count."""
         if self.prefetched is not None and key in self.prefetched:
             prefetched: bytes | None = self.prefetched[key]
+            self.instruments.count(name, "miss" if prefetched is None else "hit")
             return prefetched
         if not self.redis.enabled:
             return None
@@ -56,10 +87,14 @@ class Cache:
                 attempts=2,
                 deadline=0.5,
                 operation="cache_get",
+                retries=self.instruments.retries,
             )
         except RedisUnavailableError:
+            self.instruments.count(name, "error")
             return None
-        return raw if isinstance(raw, bytes) else None
+        found = raw if isinstance(raw, bytes) else None
+        self.instruments.count(name, "miss" if found is None else "hit")
+        return found
 
     async def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         await self.set_raw(key, orjson.dumps(value), ttl)
@@ -97,9 +132,9 @@ class Cache:
             log.warning("cache_invalidation_skipped", keys=list(keys))
 
     async def get_or_load(
-        self, key: str, loader: Callable[[], Awaitable[Any]], ttl: int | None = None
+        self, key: str, loader: Callable[[], Awaitable[Any]], *, name: str, ttl: int | None = None
     ) -> Any:
-        cached = await self.get(key)
+        cached = await self.get(key, name=name)
         if cached is not None:
             return cached
         value = await loader()

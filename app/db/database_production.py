@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -155,6 +157,15 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+def _wait_logger(retries: Counter | None) -> Callable[[RetryCallState], None]:
+    def log_wait(state: RetryCallState) -> None:
+        if retries is not None:
+            retries.labels("database_connect").inc()
+        _log_wait(state)
+
+    return log_wait
+
+
 def _log_wait(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(
@@ -165,7 +176,9 @@ def _log_wait(state: RetryCallState) -> None:
     )
 
 
-async def wait_for_database(engine: AsyncEngine, deadline: float) -> bool:
+async def wait_for_database(
+    engine: AsyncEngine, deadline: float, retries: Counter | None = None
+) -> bool:
     """Wait for Postgres with bounded exponential backoff; False when it never answered.
 
     The app serves either way: readiness reports the database until it comes up.
@@ -174,7 +187,7 @@ async def wait_for_database(engine: AsyncEngine, deadline: float) -> bool:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(deadline),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
-            before_sleep=_log_wait,
+            before_sleep=_wait_logger(retries),
             reraise=True,
         ):
             with attempt:

@@ -27,6 +27,10 @@ breaker is open a request pays nothing for the dead Redis and is counted in proc
 (the same algorithm from the `limits` library; still answering 429, per process rather than
 per fleet). The first Redis call that succeeds again switches back. Each switch is
 logged once.
+
+Each rule counted is recorded in `rate_limit_decisions_total{rule,outcome}` (allowed or
+limited), when the app hands that counter in; rules after a refusal are not counted, so they
+are not recorded either.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any, Literal, cast
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from app.core.config import Settings
@@ -183,6 +188,7 @@ class RateLimiter:
         settings: Settings,
         redis: RedisService,
         prefetch: Callable[[str, bool], str | None] | None = None,
+        decisions: Counter | None = None,
     ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
         self.prefix = settings.API_PREFIX.rstrip("/")
@@ -194,6 +200,18 @@ class RateLimiter:
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.backend: Backend = "redis" if redis.enabled else "memory"
         self.prefetch = prefetch
+        # Children looked up once: `labels()` takes a lock and builds a key on every call.
+        self._outcomes: dict[tuple[str, bool], Any] = (
+            {
+                (rule.name, allowed): decisions.labels(
+                    rule.name, "allowed" if allowed else "limited"
+                )
+                for rule in (self.default, self.write, self.login, self.register)
+                for allowed in (True, False)
+            }
+            if decisions is not None
+            else {}
+        )
 
     def rules_for(self, method: str, path: str) -> list[Rule]:
         """Applicable rules, most specific first; none outside the API prefix."""
@@ -225,13 +243,26 @@ class RateLimiter:
         """
         if self.redis.enabled:
             try:
-                decision = await _evaluate_in_redis(self.redis, rules, client_key, read_key)
+                decision, counted = await _evaluate_in_redis(
+                    self.redis, rules, client_key, read_key
+                )
             except (RedisUnavailableError, RedisError) as exc:
                 self._switch("memory", error=type(exc).__name__)
             else:
                 self._switch("redis")
+                self._record(rules, counted, decision.allowed)
                 return decision
-        return await _evaluate(self._memory, rules, client_key)
+        decision, counted = await _evaluate(self._memory, rules, client_key)
+        self._record(rules, counted, decision.allowed)
+        return decision
+
+    def _record(self, rules: list[Rule], counted: int, allowed: bool) -> None:
+        """The first `counted` rules were applied; all allowed, or the last one refused."""
+        if not self._outcomes:
+            return
+        for rule in rules[: counted - 1]:
+            self._outcomes[rule.name, True].inc()
+        self._outcomes[rules[counted - 1].name, allowed].inc()
 
     def _switch(self, backend: Backend, error: str | None = None) -> None:
         if backend == self.backend:
@@ -251,7 +282,8 @@ async def _evaluate_in_redis(
     rules: list[Rule],
     client_key: str,
     read_key: str | None = None,
-) -> Decision:
+) -> tuple[Decision, int]:
+    """The decision and how many rules were counted (all, or up to the one that refused)."""
     now = time.time()
     keys: list[str] = []
     args: list[float | int] = [len(rules)]
@@ -277,10 +309,10 @@ async def _evaluate_in_redis(
     ]
     decision = _tightest(decisions)
     if read_key is None:
-        return decision
+        return decision, len(decisions)
     return Decision(  # not dataclasses.replace, which looks the fields up on every call
         decision.allowed, decision.limit, decision.remaining, decision.reset_after, flat[-1]
-    )
+    ), len(decisions)
 
 
 def _tightest(decisions: list[Decision]) -> Decision:
@@ -292,9 +324,9 @@ def _tightest(decisions: list[Decision]) -> Decision:
 
 async def _evaluate(
     limiter: SlidingWindowCounterRateLimiter, rules: list[Rule], key: str
-) -> Decision:
+) -> tuple[Decision, int]:
     tightest: Decision | None = None
-    for rule in rules:
+    for counted, rule in enumerate(rules, start=1):
         allowed = await limiter.hit(rule.item, rule.name, key)
         stats = await limiter.get_window_stats(rule.item, rule.name, key)
         decision = Decision(
@@ -304,8 +336,8 @@ async def _evaluate(
             reset_after=max(math.ceil(stats.reset_time - time.time()), 0),
         )
         if not allowed:
-            return decision
+            return decision, counted
         if tightest is None or decision.remaining < tightest.remaining:
             tightest = decision
     assert tightest is not None
-    return tightest
+    return tightest, len(rules)

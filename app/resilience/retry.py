@@ -1,5 +1,6 @@
 """Retry policies on tenacity: exponential backoff with jitter, bounded attempts and deadline,
-transient errors only, each retry logged. Use them for idempotent operations only (reads, a
+transient errors only, each retry logged and, when the caller hands in the app's
+`retries_total` counter, counted by operation. Use them for idempotent operations only (reads, a
 transaction that failed to serialise), never for a write that may already have happened.
 """
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from prometheus_client import Counter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -24,8 +26,12 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-def _retry_logger(operation: str) -> Callable[[RetryCallState], None]:
+def _retry_logger(
+    operation: str, retries: Counter | None = None
+) -> Callable[[RetryCallState], None]:
     def log_retry(state: RetryCallState) -> None:
+        if retries is not None:
+            retries.labels(operation).inc()
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "retry_scheduled",
@@ -46,13 +52,14 @@ def retry_policy(
     initial: float = 0.05,
     max_wait: float = 1.0,
     operation: str = "call",
+    retries: Counter | None = None,
 ) -> AsyncRetrying:
     """`deadline` bounds the whole operation: no retry starts whose backoff would end past it."""
     return AsyncRetrying(
         retry=retry_if_exception_type(transient),
         stop=stop_after_attempt(attempts) | stop_before_delay(deadline),
         wait=wait_exponential_jitter(multiplier=initial, max=max_wait, jitter=initial),
-        before_sleep=_retry_logger(operation),
+        before_sleep=_retry_logger(operation, retries),
         reraise=True,
     )
 
@@ -64,6 +71,7 @@ async def run_with_retry(
     attempts: int = 3,
     deadline: float = 2.0,
     operation: str | None = None,
+    retries: Counter | None = None,
 ) -> T:
     """Run `func` under a fresh retry policy; the last error is re-raised when retries run out.
 
@@ -79,7 +87,9 @@ async def run_with_retry(
         first_error: BaseException | None = exc
     name = operation or str(getattr(func, "__qualname__", "call"))
     remaining = deadline - (time.monotonic() - started)
-    policy = retry_policy(transient, attempts=attempts, deadline=remaining, operation=name)
+    policy = retry_policy(
+        transient, attempts=attempts, deadline=remaining, operation=name, retries=retries
+    )
     async for attempt in policy:
         with attempt:
             if first_error is not None:

@@ -106,7 +106,7 @@ async def article_response(
     they are) when there is one; otherwise read, and cached for the next anonymous reader."""
     key = public_article_key(slug) if viewer_id is None else None
     if key is not None:
-        body = await cache.get_raw(key)
+        body = await cache.get_raw(key, name="article")
         if body is not None:
             return body
     async with open_reads() as source:
@@ -123,7 +123,7 @@ async def list_response(
     key = None
     if viewer_id is None:
         key = await public_list_key(cache, query)
-        body = await cache.get_raw(key) if key is not None else None
+        body = await cache.get_raw(key, name="articles") if key is not None else None
         if body is not None:
             return body
     async with open_reads() as source:
@@ -147,7 +147,7 @@ async def public_list_key(cache: Cache, query: ListQuery) -> str | None:
 
     The generation usually arrives prefetched with the rate limiter's count; when there is none
     yet, this request starts one (SET NX: concurrent starters agree on one)."""
-    generation = await cache.get_raw(LIST_GENERATION_KEY)
+    generation = await cache.get_raw(LIST_GENERATION_KEY, name="articles_generation")
     if generation is None:
         generation = await cache.add(LIST_GENERATION_KEY, secrets.token_hex(8).encode())
         if generation is None:

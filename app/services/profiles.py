@@ -24,7 +24,7 @@ async def _public_profile(session: AsyncSession, cache: Cache, username: str) ->
             return None
         return {"id": user.id, "username": user.username, "bio": user.bio, "image": user.image}
 
-    found: dict[str, Any] | None = await cache.get_or_load(_key(username), load)
+    found: dict[str, Any] | None = await cache.get_or_load(_key(username), load, name="profile")
     if found is None:
         raise NotFoundError(f"profile {username} not found", code="profile_not_found")
     return found

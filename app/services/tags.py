@@ -23,7 +23,7 @@ async def tags_response(
 ) -> bytes:
     """The JSON body: from the cache; from Postgres (a session opened only then) on a miss,
     stored for the next reader."""
-    body = await cache.get_raw(TAGS_KEY)
+    body = await cache.get_raw(TAGS_KEY, name="tags")
     if body is not None:
         return body
     async with open_session() as session:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,24 +17,8 @@ from app.main import create_app
 from app.services.articles import public_article_key
 from app.services.tags import TAGS_KEY
 from devstack.servers import free_port
+from tests.api.conftest import LIMITS
 from tests.conftest import TEST_SECRET
-
-LIMITS = {
-    "RATE_LIMIT_ENABLED": True,
-    "RATE_LIMIT_DEFAULT": "5/minute",
-    "RATE_LIMIT_WRITE": "4/minute",
-    "RATE_LIMIT_LOGIN": "2/minute",
-    "RATE_LIMIT_REGISTER": "2/minute",
-}
-
-
-@pytest.fixture
-async def limited_app(settings_factory: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
-    application = create_app(settings_factory(**LIMITS))
-    async with LifespanManager(application):
-        redis = application.state.resources.redis
-        await redis.client.flushdb()
-        yield application
 
 
 def client_for(app: FastAPI, ip: str = "203.0.113.7") -> AsyncClient:

@@ -7,6 +7,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from structlog.testing import capture_logs
 from tenacity import AsyncRetrying
 
@@ -114,3 +115,17 @@ async def test_operation_name_defaults_to_the_function() -> None:
     with capture_logs() as logs:
         await run_with_retry(flaky.__call__, (TransientError,))
     assert _retries(logs)[0]["operation"] == "Flaky.__call__"
+
+
+async def test_each_retry_is_counted_by_operation() -> None:
+    registry = CollectorRegistry()
+    retries = Counter("retries_total", "retries", ["operation"], registry=registry)
+    flaky = Flaky(2)
+    result = await run_with_retry(
+        flaky, (TransientError,), attempts=3, operation="cache_get", retries=retries
+    )
+    assert result == "done"
+    assert registry.get_sample_value("retries_total", {"operation": "cache_get"}) == 2
+    # The first attempt that succeeds costs nothing and counts nothing.
+    await run_with_retry(Flaky(0), (TransientError,), operation="cache_get", retries=retries)
+    assert registry.get_sample_value("retries_total", {"operation": "cache_get"}) == 2
