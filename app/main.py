@@ -8,10 +8,12 @@ process exits non-zero.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -38,6 +40,7 @@ from app.middleware.rate_limit import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.observability.metrics import AppMetrics
+from app.observability.trace_context import add_trace_ids
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
@@ -45,6 +48,9 @@ from app.schemas.common import error_responses
 from app.services.articles import LIST_GENERATION_KEY, public_article_key
 from app.services.storage import DiskImageStorage
 from app.services.tags import TAGS_KEY
+
+if TYPE_CHECKING:
+    from app.observability.tracing import Tracing
 
 log = get_logger(__name__)
 
@@ -80,13 +86,16 @@ def cache_read_for(path: str, anonymous: bool) -> str | None:
     return None
 
 
-def build_resources(settings: Settings, metrics: AppMetrics) -> Resources:
+def build_resources(
+    settings: Settings, metrics: AppMetrics, tracing: Tracing | None = None
+) -> Resources:
     engine = create_engine(settings, metrics)
     breakers = {
         "redis": _breaker("redis", settings, metrics, failure_types=REDIS_ERRORS),
         "database": _breaker("database", settings, metrics, failure_types=CONNECTION_ERRORS),
     }
-    redis = RedisService(settings, breakers["redis"])
+    tracer = tracing.tracer("app.db.redis") if tracing is not None else None
+    redis = RedisService(settings, breakers["redis"], tracer)
     return Resources(
         settings=settings,
         metrics=metrics,
@@ -125,7 +134,10 @@ def freeze_startup_objects() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    resources = build_resources(settings, app.state.metrics)
+    tracing: Tracing | None = app.state.tracing
+    if tracing is not None:
+        tracing.start()
+    resources = build_resources(settings, app.state.metrics, tracing)
     app.state.resources = resources
     log.info(
         "app_starting",
@@ -150,12 +162,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources.draining = True
         await resources.redis.close()
         await resources.engine.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.stop)
         resources.metrics.process_exited()
         log.info("app_stopped")
 
 
+def _tracing_for(settings: Settings) -> Tracing | None:
+    """The tracing setup when an OTLP endpoint is configured; nothing is imported otherwise."""
+    if not settings.tracing_enabled:
+        return None
+    from app.observability.tracing import Tracing
+
+    return Tracing(settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    tracing = _tracing_for(settings)
     configure_logging(
         level=settings.LOG_LEVEL,
         log_format=settings.log_format,
@@ -163,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         error_file=settings.LOG_ERROR_FILE,
         max_bytes=settings.LOG_FILE_MAX_BYTES,
         backups=settings.LOG_FILE_BACKUP_COUNT,
+        context=[add_trace_ids] if tracing is not None else [],
     )
     app = FastAPI(
         title="Conduit API",
@@ -178,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=OPENAPI_TAGS,
     )
     app.state.settings = settings
+    app.state.tracing = tracing
     app.state.metrics = metrics = AppMetrics()
     register_error_handlers(app)
     # Routes are matched in the order included (see RESOURCE_ROUTERS): the balancers' probe
@@ -209,9 +235,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         max_age=600,
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, exemplars=tracing is not None)
     app.add_middleware(RequestContextMiddleware, expose_errors=settings.DEBUG)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
+    if tracing is not None:
+        # Around the access log and the metrics, so both see the request's span; inside the
+        # forwarded-headers middleware, so the span records the real client address.
+        from app.middleware.tracing import server_span_middleware
+
+        app.add_middleware(server_span_middleware, tracer_provider=tracing.provider)
     app.add_middleware(ForwardedHeadersMiddleware, trusted_proxies=settings.TRUSTED_PROXIES)
     return app
 

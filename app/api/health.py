@@ -169,7 +169,11 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def metrics(resources: ResourcesDep, _: None = OperatorOnly) -> Response:
+async def metrics(
+    resources: ResourcesDep,
+    _: None = OperatorOnly,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
     app_metrics = resources.metrics
     settings = resources.settings
     for state, value in database_pool(resources.engine).items():
@@ -188,7 +192,10 @@ async def metrics(resources: ResourcesDep, _: None = OperatorOnly) -> Response:
     rss, limit = await asyncio.to_thread(_memory_figures)
     app_metrics.process_rss.set(rss)
     app_metrics.memory_limit.set(limit)
-    payload, content_type = app_metrics.render()
+    # Prometheus asks for OpenMetrics first; that format carries the exemplars (trace ids).
+    payload, content_type = app_metrics.render(
+        openmetrics=accept is not None and "application/openmetrics-text" in accept
+    )
     return Response(payload, media_type=content_type)
 
 

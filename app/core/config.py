@@ -140,6 +140,29 @@ class Settings(BaseSettings):
         None, description="Bearer token for /health/detailed and /health/metrics"
     )
 
+    # --- tracing (OpenTelemetry's standard variables; off unless an endpoint is set) ----
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = Field(
+        None, description="OTLP/HTTP collector base URL (/v1/traces is appended); enables tracing"
+    )
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: str | None = Field(
+        None, description="Full OTLP/HTTP traces URL, used as is; wins over the base endpoint"
+    )
+    OTEL_EXPORTER_OTLP_PROTOCOL: Literal["http/protobuf"] = Field(
+        "http/protobuf", description="OTLP transport; only HTTP with protobuf is supported"
+    )
+    OTEL_SERVICE_NAME: str = Field("conduit-api", description="service.name of every span")
+    OTEL_TRACES_SAMPLER: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field("parentbased_always_on", description="Which requests are traced (OTel's names)")
+    OTEL_TRACES_SAMPLER_ARG: float | None = Field(
+        None, ge=0, le=1, description="Sampled share for the traceidratio samplers (default 1.0)"
+    )
+
     @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -200,6 +223,20 @@ class Settings(BaseSettings):
         if self.LOG_FORMAT:
             return self.LOG_FORMAT
         return "json" if self.is_production else "console"
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return bool(self.OTEL_EXPORTER_OTLP_ENDPOINT or self.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where spans are sent: the traces URL as given, else the base URL + /v1/traces (the
+        OTLP/HTTP rule for a base endpoint)."""
+        if self.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:
+            return self.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+        if self.OTEL_EXPORTER_OTLP_ENDPOINT:
+            return self.OTEL_EXPORTER_OTLP_ENDPOINT.rstrip("/") + "/v1/traces"
+        return None
 
     @property
     def secret_key(self) -> str:

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import logging.handlers
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import orjson
@@ -26,10 +26,12 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def shared_processors() -> list[Processor]:
-    """Run for every line, structlog's own events and stdlib records alike."""
+def shared_processors(context: Sequence[Processor] = ()) -> list[Processor]:
+    """Run for every line, structlog's own events and stdlib records alike. `context` adds
+    fields from elsewhere (the trace ids, when tracing is on)."""
     return [
         structlog.contextvars.merge_contextvars,
+        *context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         UTCTimestamp(),
@@ -37,9 +39,9 @@ def shared_processors() -> list[Processor]:
     ]
 
 
-def foreign_processors() -> list[Processor]:
+def foreign_processors(context: Sequence[Processor] = ()) -> list[Processor]:
     """For stdlib records only: what structlog's own events never carry."""
-    return [structlog.stdlib.ExtraAdder(), drop_color_message, *shared_processors()]
+    return [structlog.stdlib.ExtraAdder(), drop_color_message, *shared_processors(context)]
 
 
 def _console_traceback() -> structlog.typing.ExceptionRenderer:
@@ -69,7 +71,9 @@ def _console_renderer() -> Processor:
     )
 
 
-def build_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
+def build_formatter(
+    log_format: str, context: Sequence[Processor] = ()
+) -> structlog.stdlib.ProcessorFormatter:
     """The formatter for stdlib records (uvicorn, SQLAlchemy, asyncio): structlog's shared
     processors, then the same renderer as structlog's own events."""
     renderer: Processor
@@ -81,7 +85,7 @@ def build_formatter(log_format: str) -> structlog.stdlib.ProcessorFormatter:
         renderer = _console_renderer()
         final = []
     return LineFormatter(
-        foreign_pre_chain=foreign_processors(),
+        foreign_pre_chain=foreign_processors(context),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *final,
@@ -109,9 +113,11 @@ def configure_logging(
     error_file: str | None = None,
     max_bytes: int = 10 * 1024 * 1024,
     backups: int = 5,
+    context: Sequence[Processor] = (),
 ) -> None:
-    """(Re)configure logging for the process; safe to call more than once."""
-    formatter = build_formatter(log_format)
+    """(Re)configure logging for the process; safe to call more than once. `context`: processors
+    adding fields to every line, after the bound context variables."""
+    formatter = build_formatter(log_format, context)
     stream = LineStreamHandler(sys.stdout)
     stream.setFormatter(formatter)
     handlers: list[logging.Handler] = [stream]
@@ -158,7 +164,7 @@ def configure_logging(
     processors[:] = [
         # First: an event below the level is dropped before any work is done on it.
         structlog.stdlib.filter_by_level,
-        *shared_processors(),
+        *shared_processors(context),
         structlog.processors.StackInfoRenderer(),
         *([_json_tracebacks, _json_renderer()] if log_format == "json" else [_console_renderer()]),
     ]

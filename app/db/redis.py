@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from opentelemetry.trace import Tracer
 from redis import exceptions as redis_exc
 from redis.asyncio import Redis
 
@@ -48,14 +49,22 @@ class RedisCommandFailedError(RedisUnavailableError):
 
 
 class RedisService:
-    def __init__(self, settings: Settings, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, settings: Settings, breaker: CircuitBreaker, tracer: Tracer | None = None
+    ) -> None:
         self.breaker = breaker
         self.client: Redis | None = None
         self.pipeline: PipelinedRedis | None = None
         if settings.REDIS_URL:
-            self.pipeline = PipelinedRedis(
-                settings.REDIS_URL, timeout=settings.REDIS_SOCKET_TIMEOUT
-            )
+            timeout = settings.REDIS_SOCKET_TIMEOUT
+            if tracer is None:
+                self.pipeline = PipelinedRedis(settings.REDIS_URL, timeout=timeout)
+            else:
+                from app.db.redis_tracing import TracedPipelinedRedis  # only with tracing on
+
+                self.pipeline = TracedPipelinedRedis(
+                    settings.REDIS_URL, timeout=timeout, tracer=tracer
+                )
             self.client = Redis.from_url(
                 settings.REDIS_URL,
                 socket_timeout=settings.REDIS_SOCKET_TIMEOUT,

@@ -21,6 +21,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
+
+OPENMETRICS_CONTENT_TYPE = openmetrics_exposition.CONTENT_TYPE_LATEST
 
 # Request latency buckets (seconds): dense where an API should answer, sparse for the tail.
 # 0.3 is the latency SLO's threshold (docs/observability.md): the SLI reads the le="0.3" bucket,
@@ -154,9 +157,13 @@ class AppMetrics:
         if self.multiprocess:
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
-    def render(self) -> tuple[bytes, str]:
+    def render(self, openmetrics: bool = False) -> tuple[bytes, str]:
+        """The exposition; in the OpenMetrics format (which carries exemplars) when asked."""
+        registry = self.registry
         if self.multiprocess:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if openmetrics:
+            payload = openmetrics_exposition.generate_latest(registry)  # type: ignore[no-untyped-call]
+            return payload, OPENMETRICS_CONTENT_TYPE
+        return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,32 @@
+"""Client spans for the pipelined Redis connection, which no instrumentation library knows (it
+is hand-written: see `app.db.redis_pipeline`). Used only when tracing is on; otherwise
+RedisService builds the plain class and a command pays nothing for tracing.
+
+One span per command, named after it (GET, SET, EVALSHA). Keys and arguments stay out of the
+span: they hold usernames and client addresses (the rate limiter's keys).
+"""
+
+from __future__ import annotations
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from app.db.redis_pipeline import Arg, PipelinedRedis
+
+
+class TracedPipelinedRedis(PipelinedRedis):
+    def __init__(self, url: str, *, timeout: float, tracer: Tracer) -> None:
+        super().__init__(url, timeout=timeout)
+        self._tracer = tracer
+        self._attributes: dict[str, str | int] = {"db.system.name": "redis"}
+        if self._path:
+            self._attributes["server.address"] = self._path
+        else:
+            self._attributes.update({"server.address": self._host, "server.port": self._port})
+
+    async def execute(self, *args: Arg) -> object:
+        command = args[0]
+        name = command.decode() if isinstance(command, bytes) else str(command)
+        name = name.upper()
+        attributes = {**self._attributes, "db.operation.name": name}
+        with self._tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            return await super().execute(*args)
