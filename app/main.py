@@ -241,9 +241,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if tracing is not None:
         # Around the access log and the metrics, so both see the request's span; inside the
         # forwarded-headers middleware, so the span records the real client address.
-        from app.middleware.tracing import server_span_middleware
+        from app.middleware.tracing import ServerSpanMiddleware
 
-        app.add_middleware(server_span_middleware, tracer_provider=tracing.provider)
+        app.add_middleware(ServerSpanMiddleware, tracer_provider=tracing.provider)
     app.add_middleware(ForwardedHeadersMiddleware, trusted_proxies=settings.TRUSTED_PROXIES)
     return app
 

@@ -181,6 +181,11 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, bool, str]]:
         if one and two:
             ratio = two.rps / one.rps if one.rps else 0.0
             out.append((f"{name}: 2 workers >= 1.5x 1 worker", ratio >= 1.5, f"{ratio:.2f}x"))
+    for name in ("article", "feed"):
+        off, sampled = get(name), get(f"{name} traced 1%")
+        if off and sampled and off.cpu_ms_per_request:
+            cost = sampled.cpu_ms_per_request / off.cpu_ms_per_request - 1
+            out.append((f"{name}: tracing at 1% costs < 10% CPU/req", cost < 0.10, f"{cost:+.1%}"))
     app_rows = [r for r in rows if r.workload != "bare ceiling"]
     if app_rows:
         peak = max(r.peak_rss_mb for r in app_rows)

@@ -26,9 +26,15 @@ from bench import report
 from bench.environment import AppServer, RssSampler, Services, production_env, services
 from bench.report import Row
 from bench.seed import PASSWORD, SeedPlan, seed
+from devstack.otlp_receiver import OtlpReceiver
 
 BENCH = Path(__file__).resolve().parent
 STORM_CONNECTIONS = 8
+# Tracing's cost: the same reads with every request traced, and with 1 % of them (the usual
+# production setting). Spans go to a real OTLP/HTTP receiver in this process, which counts them
+# without decoding, so its CPU is not mistaken for the app's.
+TRACED = {"100%": "1.0", "1%": "0.01"}
+TRACED_READS = ("article", "feed")
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,10 @@ class Bench:
         self.rows: list[Row] = []
 
     def wanted(self, name: str) -> bool:
-        return self.options.only is None or name in self.options.only or name == "bare ceiling"
+        """--only article also selects "article traced 1%" (the same workload, traced)."""
+        only = self.options.only
+        base = name.split(" traced ")[0]
+        return only is None or name in only or base in only or name == "bare ceiling"
 
     def _warm(self, server: AppServer, load: loads.Load) -> None:
         if self.options.warmup > 0:
@@ -152,6 +161,7 @@ class Bench:
             login = loads.Load("login", args=(files["creds"],), connections=STORM_CONNECTIONS)
             self.measure("login", app, login)
             self.measure("login storm", app, reads["article"], background=login)
+        self._traced(env1, reads)
 
         if self.options.two_workers and (self.wanted("list") or self.wanted("article")):
             env2 = production_env(svc, self.workdir, workers=2)
@@ -159,6 +169,28 @@ class Bench:
             with AppServer("app.main:app", env2, log, workers=2).start("/health") as app2:
                 for name in ("list", "article"):
                     self.measure(name, app2, reads[name])
+
+    def _traced(self, env1: dict[str, str], reads: dict[str, loads.Load]) -> None:
+        """The 1-worker app again (same key: the seeded tokens stay valid), traced."""
+        for share, ratio in TRACED.items():
+            names = {name: f"{name} traced {share}" for name in TRACED_READS}
+            if not any(self.wanted(name) for name in names.values()):
+                continue
+            with OtlpReceiver(decode=False) as receiver:
+                env = {
+                    **env1,
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": ratio,
+                }
+                log = self.workdir / f"app-traced-{ratio}.log"
+                with AppServer("app.main:app", env, log).start("/health") as traced:
+                    for base, name in names.items():
+                        self.measure(name, traced, reads[base])
+                sys.stderr.write(
+                    f"  traced {share}: {receiver.requests} OTLP exports, "
+                    f"{receiver.bytes / 2**20:.1f} MiB\n"
+                )
 
     def _data_files(self, slugs: list[str], tokens: list[str], emails: list[str]) -> dict[str, str]:
         contents = {

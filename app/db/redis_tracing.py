@@ -8,6 +8,7 @@ span: they hold usernames and client addresses (the rate limiter's keys).
 
 from __future__ import annotations
 
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
 
 from app.db.redis_pipeline import Arg, PipelinedRedis
@@ -24,6 +25,8 @@ class TracedPipelinedRedis(PipelinedRedis):
             self._attributes.update({"server.address": self._host, "server.port": self._port})
 
     async def execute(self, *args: Arg) -> object:
+        if not is_instrumentation_enabled():  # an unsampled request (app.middleware.tracing)
+            return await super().execute(*args)
         command = args[0]
         name = command.decode() if isinstance(command, bytes) else str(command)
         name = name.upper()

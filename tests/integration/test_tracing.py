@@ -194,7 +194,7 @@ async def test_tracing_off_adds_nothing(settings_factory: SettingsFactory) -> No
     app: FastAPI = create_app(settings_factory())
     assert app.state.tracing is None
     names = {middleware.cls.__name__ for middleware in app.user_middleware}  # type: ignore[attr-defined]
-    assert "server_span_middleware" not in names
+    assert "ServerSpanMiddleware" not in names
     async with serve(settings_factory()) as http:
         response = await http.get("/api/tags")
         assert "traceparent" not in response.headers
