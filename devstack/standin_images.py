@@ -1,9 +1,10 @@
 """Stand-ins for the official base images, built from Debian packages and cached in the registry.
 
-No container registry answers here, so `python:3.11-slim-bookworm`, `postgres`, `redis` and
-`nginx` cannot be pulled. Each stand-in (devstack/images/<name>/) is built on a minimal bookworm
-root made by `debootstrap --variant=minbase` and honours the official image's interface as far as
-the project relies on it (devstack/images/README.md).
+No container registry answers here, so `python:3.11-slim-bookworm`, `postgres`, `redis`,
+`nginx`, `prom/prometheus` and `prom/alertmanager` cannot be pulled. Each stand-in
+(devstack/images/<name>/) is built on a minimal bookworm root made by `debootstrap
+--variant=minbase` and honours the official image's interface as far as the project relies on it
+(devstack/images/README.md).
 
 Cache: each stand-in is pushed to the engine's local registry (storage under `.data/`, git-ignored)
 with a tag derived from its build files, so a second run finds it and builds nothing; editing a
@@ -59,6 +60,8 @@ STANDINS = (
     Standin("postgres"),
     Standin("redis"),
     Standin("nginx"),
+    Standin("prometheus"),
+    Standin("alertmanager"),
 )
 
 

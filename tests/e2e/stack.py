@@ -91,11 +91,17 @@ class Stack:
     images: Mapping[str, str]
     logs: Path
     http_port: int = field(default_factory=free_port)
+    prometheus_port: int = field(default_factory=free_port)
     runs: list[DeployRun] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus of the `monitoring` profile, where Compose publishes it (127.0.0.1)."""
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -124,6 +130,10 @@ class Stack:
             "POSTGRES_IMAGE": self.images["postgres"],
             "REDIS_IMAGE": self.images["redis"],
             "NGINX_IMAGE": self.images["nginx"],
+            "PROMETHEUS_IMAGE": self.images["prometheus"],
+            "ALERTMANAGER_IMAGE": self.images["alertmanager"],
+            "PROMETHEUS_PORT": str(self.prometheus_port),
+            "ALERTMANAGER_PORT": str(free_port()),
             # 16 clients share one address: per-address limits would answer 429, not the point.
             "NGINX_API_RATE": "5000r/s",
             "NGINX_AUTH_RATE": "6000r/m",
@@ -244,8 +254,12 @@ class Stack:
         return self.inspect(container_id)
 
     def down(self) -> None:
-        """Every container's log kept under logs/ (for a failure's post-mortem), then all gone."""
+        """Every container's log kept under logs/ (for a failure's post-mortem), then all gone,
+        the `monitoring` profile's too."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        logs = self.compose("logs", "--no-color", "--timestamps", check=False)
+        everything = ("--profile", "monitoring")
+        logs = self.compose(*everything, "logs", "--no-color", "--timestamps", check=False)
         (self.logs / "services.log").write_text(logs)
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        self.compose(
+            *everything, "down", "--volumes", "--remove-orphans", "--timeout", "5", check=False
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from devstack.docker_engine import compose_plugin as compose_binary
 from devstack.nginx import placeholders
@@ -237,3 +238,182 @@ def test_postgres_takes_both_releases_pools_during_a_rollout(model: dict[str, An
         next(c for c in command if c.startswith("max_connections=")).split("=")[1]
     )
     assert rollout + 20 <= max_connections, (rollout, max_connections)
+
+
+# --- the `monitoring` profile -----------------------------------------------------------------
+
+MONITORING_SERVICES = {"prometheus", "alertmanager", "grafana"}
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+NOBODY = "65534:65534"
+
+
+def with_monitoring(env_file: Path, **extra_env: str) -> dict[str, Any]:
+    result = run_compose(
+        env_file, "--profile", "monitoring", "config", "--format", "json", extra_env=extra_env
+    )
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+@pytest.fixture
+def monitoring(env_file: Path) -> dict[str, Any]:
+    return with_monitoring(env_file)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {volume["target"]: volume for volume in service["volumes"]}
+
+
+def shares_a_network(model: dict[str, Any], first: str, second: str) -> bool:
+    services = model["services"]
+    return bool(set(services[first]["networks"]) & set(services[second]["networks"]))
+
+
+def test_the_profile_is_off_unless_asked_for(model: dict[str, Any]) -> None:
+    """Without the profile (deploy.sh, a plain `up`) nothing of it is created: no service,
+    network, volume or secret; and GRAFANA_ADMIN_PASSWORD (unset in env_file) is not needed."""
+    assert not MONITORING_SERVICES & set(model["services"])
+    assert set(model["networks"]) == {"edge", "backend"}
+    assert set(model["volumes"]) == {"postgres-data", "uploads"}
+    assert not model.get("secrets")
+
+
+def test_the_profile_adds_its_three_services(
+    model: dict[str, Any], monitoring: dict[str, Any]
+) -> None:
+    services = monitoring["services"]
+    assert set(services) == set(model["services"]) | MONITORING_SERVICES
+    for name in MONITORING_SERVICES:
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], name
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+        assert not service.get("depends_on", {}).keys() - MONITORING_SERVICES, name
+        assert service["user"].split(":")[0] not in ("", "0", "root"), name
+        assert {port["host_ip"] for port in service["ports"]} == {"127.0.0.1"}, name
+    assert services["prometheus"]["user"] == services["alertmanager"]["user"] == NOBODY
+    # None of them is on the data stores' network.
+    assert all("backend" not in services[name]["networks"] for name in MONITORING_SERVICES)
+
+
+@pytest.mark.parametrize(
+    ("setting", "service", "default"),
+    [
+        ("PROMETHEUS_IMAGE", "prometheus", "prom/prometheus:v3.13.2"),
+        ("ALERTMANAGER_IMAGE", "alertmanager", "prom/alertmanager:v0.33.1"),
+        ("GRAFANA_IMAGE", "grafana", "grafana/grafana:12.4.3"),
+    ],
+)
+def test_every_monitoring_image_can_be_overridden(
+    env_file: Path, monitoring: dict[str, Any], setting: str, service: str, default: str
+) -> None:
+    assert monitoring["services"][service]["image"] == default
+    mirror = f"registry.internal/{default}"
+    assert with_monitoring(env_file, **{setting: mirror})["services"][service]["image"] == mirror
+
+
+def test_prometheus_runs_the_committed_config_with_the_token_as_a_secret(
+    monitoring: dict[str, Any],
+) -> None:
+    prometheus = monitoring["services"]["prometheus"]
+    volumes = mounts(prometheus)
+    assert Path(volumes["/etc/prometheus/prometheus.yml"]["source"]) == PROMETHEUS_CONFIG
+    assert Path(volumes["/etc/prometheus/rules"]["source"]) == ROOT / "deploy/prometheus/rules"
+    assert volumes["/etc/prometheus/prometheus.yml"]["read_only"] is True
+    assert volumes["/etc/prometheus/rules"]["read_only"] is True
+    assert volumes["/prometheus"]["source"] == "prometheus-data"
+    flags = dict(flag.split("=", 1) for flag in prometheus["command"])
+    assert flags["--config.file"] == "/etc/prometheus/prometheus.yml"
+    assert flags["--storage.tsdb.path"] == "/prometheus"
+    # The error-budget rules read 30 days back.
+    assert flags["--storage.tsdb.retention.time"] == "35d"
+    assert monitoring["secrets"]["metrics_token"]["environment"] == "METRICS_TOKEN"
+    assert prometheus["secrets"] == [
+        {"source": "metrics_token", "target": "/run/secrets/metrics_token"}
+    ]
+    assert "METRICS_TOKEN" not in prometheus.get("environment", {})
+
+
+def scrape_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = [
+        job for job in config["scrape_configs"] if job["job_name"] == name
+    ]
+    [job] = jobs
+    return job
+
+
+def test_prometheus_yml_names_what_compose_provides(monitoring: dict[str, Any]) -> None:
+    """The scrape job, the token file, the rule files and Alertmanager as prometheus.yml names
+    them are what the Compose services mount, publish and resolve."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    services = monitoring["services"]
+    prometheus = services["prometheus"]
+    job = scrape_job(config, "conduit-api")
+    [dns] = job["dns_sd_configs"]
+    assert dns["names"] == ["app"]
+    assert dns.get("type", "SRV") == "A"
+    router_upstream = services["router"]["environment"]["NGINX_UPSTREAM"]
+    assert f"app:{dns['port']}" == router_upstream  # the port the app listens on
+    assert shares_a_network(monitoring, "prometheus", "app")
+    assert job["metrics_path"] == "/health/metrics"
+    token_file = job["authorization"]["credentials_file"]
+    assert token_file in {secret["target"] for secret in prometheus["secrets"]}
+    for pattern in config["rule_files"]:
+        directory, glob = pattern.rsplit("/", 1)
+        source = Path(mounts(prometheus)[directory]["source"])
+        assert list(source.glob(glob)), pattern
+    [alerting] = config["alerting"]["alertmanagers"]
+    [targets] = alerting["static_configs"]
+    assert targets["targets"] == ["alertmanager:9093"]
+    assert {port["target"] for port in services["alertmanager"]["ports"]} == {9093}
+    assert shares_a_network(monitoring, "prometheus", "alertmanager")
+
+
+def test_alertmanager_runs_the_committed_config(monitoring: dict[str, Any]) -> None:
+    alertmanager = monitoring["services"]["alertmanager"]
+    volumes = mounts(alertmanager)
+    config = volumes["/etc/alertmanager/alertmanager.yml"]
+    assert Path(config["source"]) == ROOT / "deploy/prometheus/alertmanager.yml"
+    assert config["read_only"] is True
+    flags = dict(flag.split("=", 1) for flag in alertmanager["command"])
+    assert flags["--config.file"] == "/etc/alertmanager/alertmanager.yml"
+    assert volumes[flags["--storage.path"]]["source"] == "alertmanager-data"
+
+
+def test_grafana_has_no_default_password_and_no_anonymous_access(
+    monitoring: dict[str, Any],
+) -> None:
+    grafana = monitoring["services"]["grafana"]
+    env = grafana["environment"]
+    # `$$` is Compose's escape: Grafana itself expands $__file{} and fails on a missing file.
+    password = env["GF_SECURITY_ADMIN_PASSWORD"].replace("$$", "$")
+    target = "/run/secrets/grafana_admin_password"
+    assert password == f"$__file{{{target}}}"
+    assert {"source": "grafana_admin_password", "target": target} in grafana["secrets"]
+    assert monitoring["secrets"]["grafana_admin_password"]["environment"] == (
+        "GRAFANA_ADMIN_PASSWORD"
+    )
+    assert not any(name.endswith("__FILE") for name in env)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_grafana_is_provisioned_from_the_repository(monitoring: dict[str, Any]) -> None:
+    grafana = monitoring["services"]["grafana"]
+    volumes = mounts(grafana)
+    provisioning = volumes["/etc/grafana/provisioning"]
+    dashboards = volumes["/var/lib/grafana/dashboards"]
+    assert Path(provisioning["source"]) == ROOT / "deploy/grafana/provisioning"
+    assert Path(dashboards["source"]) == ROOT / "deploy/grafana/dashboards"
+    assert provisioning["read_only"] is dashboards["read_only"] is True
+    assert volumes["/var/lib/grafana"]["source"] == "grafana-data"
+    urls = [
+        source["url"]
+        for path in sorted(GRAFANA_DATASOURCES.glob("*.yml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+        if source["type"] == "prometheus"
+    ]
+    assert urls == ["http://prometheus:9090"]
+    assert shares_a_network(monitoring, "grafana", "prometheus")
