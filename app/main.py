@@ -41,6 +41,7 @@ from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.observability.metrics import AppMetrics
 from app.observability.trace_context import add_trace_ids
+from app.observability.worker_gauges import keep_worker_gauges_fresh
 from app.resilience.circuit_breaker import STATE_VALUES, BreakerState, CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
@@ -154,10 +155,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         on_drain=lambda: setattr(resources, "draining", True),
     )
     shutdown.install()
+    gauges = asyncio.create_task(
+        keep_worker_gauges_fresh(resources.metrics, resources.engine, settings)
+    )
     freeze_startup_objects()
     try:
         yield
     finally:
+        gauges.cancel()
         shutdown.uninstall()
         resources.draining = True
         await resources.redis.close()

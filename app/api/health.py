@@ -24,6 +24,7 @@ from app.api.state import Resources
 from app.core.error_handlers import UnauthorizedError, error_body
 from app.observability import system
 from app.observability.checks import CheckResult, check_database, check_redis, database_pool
+from app.observability.worker_gauges import refresh_worker_gauges
 from app.resilience.circuit_breaker import STATE_VALUES
 from app.schemas.health import HealthStatus
 
@@ -176,9 +177,7 @@ async def metrics(
 ) -> Response:
     app_metrics = resources.metrics
     settings = resources.settings
-    for state, value in database_pool(resources.engine).items():
-        app_metrics.db_pool.labels(state).set(value)
-    app_metrics.db_pool_max.set(settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW)
+    await refresh_worker_gauges(app_metrics, resources.engine, settings)
     for name, breaker in resources.breakers.items():
         app_metrics.breaker_state.labels(name).set(STATE_VALUES[breaker.state])
     # Readiness as Prometheus sees it, evaluated at each scrape (bounded like the probe), so an
@@ -189,15 +188,8 @@ async def metrics(
             app_metrics.dependency_up.labels(name).set(result.status == "ok")
     failing = _failing_required(checks, settings.REDIS_REQUIRED)
     app_metrics.ready.set(not resources.draining and not failing)
-    rss, limit = await asyncio.to_thread(_memory_figures)
-    app_metrics.process_rss.set(rss)
-    app_metrics.memory_limit.set(limit)
     # Prometheus asks for OpenMetrics first; that format carries the exemplars (trace ids).
     payload, content_type = app_metrics.render(
         openmetrics=accept is not None and "application/openmetrics-text" in accept
     )
     return Response(payload, media_type=content_type)
-
-
-def _memory_figures() -> tuple[int, int]:
-    return system.process_rss_bytes(), system.memory_limit_bytes()

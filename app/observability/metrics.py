@@ -129,14 +129,16 @@ class AppMetrics:
             "1 when readiness passes (not draining, required dependencies up), else 0; "
             "evaluated at scrape time",
             registry=reg,
-            multiprocess_mode="livemin",
+            # Measured by whichever worker serves the scrape: the newest measurement is the
+            # answer, not the lowest of every worker's last one (which could be minutes old).
+            multiprocess_mode="livemostrecent",
         )
         self.dependency_up = Gauge(
             "app_dependency_up",
             "1 when the dependency answered its health check at scrape time, else 0",
             ["dependency"],
             registry=reg,
-            multiprocess_mode="livemin",
+            multiprocess_mode="livemostrecent",
         )
         self.memory_limit = Gauge(
             "app_memory_limit_bytes",

@@ -78,3 +78,31 @@ def test_supervisor_and_workers_log_json_only(server: LiveServer) -> None:
     records = server.json_lines()
     started = [r for r in records if "Started server process" in str(r.get("event"))]
     assert len(started) == 2
+
+
+def _samples(exposition: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def test_every_worker_reports_its_own_pool_and_memory(server: LiveServer) -> None:
+    """Each worker refreshes its gauges itself (app.observability.worker_gauges): a scrape shows
+    both workers' memory and both pools, whichever worker serves it."""
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        exposition = http.get("/health/metrics").text
+    rss = _samples(exposition, "app_process_resident_memory_bytes")
+    assert {labels["pid"] for labels, _ in rss} == _pids_serving(server)
+    assert all(value > 10_000_000 for _, value in rss)
+    [(_, pool_max)] = _samples(exposition, "db_pool_max_connections")
+    assert pool_max == 2 * (10 + 20), "the default pool (10 + 20 overflow), once per worker"
+
+
+def test_readiness_is_the_newest_measurement(server: LiveServer) -> None:
+    for _ in range(6):
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            [(_, ready)] = _samples(http.get("/health/metrics").text, "app_ready")
+        assert ready == 1
