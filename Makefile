@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test e2e lint format lock bench clean
+.PHONY: help install run migrate test e2e lint format lock bench slo-plot clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lock: install  ## Regenerate requirements-production.txt from pyproject.toml
 
 bench: install  ## Load benchmark (own Postgres/Redis, production app, wrk or locust); prints figures
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+slo-plot: install  ## Redraw docs/img/slo-panel.png: a real Prometheus evaluates the SLO rules through an outage
+	$(PY) -m bench.slo_plot $(SLO_PLOT_ARGS)
 
 clean:  ## Stop the local cluster and remove .venv and .data
 	-$(PY) -c "from devstack.servers import PostgresServer as P; from pathlib import Path; P(Path('$(PG_DATA)').resolve(), $(PG_PORT)).stop()"
