@@ -182,7 +182,7 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, bool, str]]:
             ratio = two.rps / one.rps if one.rps else 0.0
             out.append((f"{name}: 2 workers >= 1.5x 1 worker", ratio >= 1.5, f"{ratio:.2f}x"))
     for name in ("article", "feed"):
-        off, sampled = get(name), get(f"{name} traced 1%")
+        off, sampled = get(f"{name} traced off"), get(f"{name} traced 1%")
         if off and sampled and off.cpu_ms_per_request:
             cost = sampled.cpu_ms_per_request / off.cpu_ms_per_request - 1
             out.append((f"{name}: tracing at 1% costs < 10% CPU/req", cost < 0.10, f"{cost:+.1%}"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -21,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import interleaved, report
 from bench import load as loads
-from bench import report
 from bench.environment import AppServer, RssSampler, Services, production_env, services
 from bench.report import Row
 from bench.seed import PASSWORD, SeedPlan, seed
@@ -30,11 +31,13 @@ from devstack.otlp_receiver import OtlpReceiver
 
 BENCH = Path(__file__).resolve().parent
 STORM_CONNECTIONS = 8
-# Tracing's cost: the same reads with every request traced, and with 1 % of them (the usual
-# production setting). Spans go to a real OTLP/HTTP receiver in this process, which counts them
-# without decoding, so its CPU is not mistaken for the app's.
-TRACED = {"100%": "1.0", "1%": "0.01"}
+# Tracing's cost: the same reads with tracing off, with 1 % of requests traced (the usual
+# production setting) and with every request traced, the three apps serving side by side and
+# measured in interleaved rounds (bench/interleaved.py). Spans go to a real OTLP/HTTP receiver in
+# this process, which counts them without decoding, so its CPU is not mistaken for the app's.
+TRACED = {"off": None, "1%": "0.01", "100%": "1.0"}
 TRACED_READS = ("article", "feed")
+TRACED_ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -171,26 +174,43 @@ class Bench:
                     self.measure(name, app2, reads[name])
 
     def _traced(self, env1: dict[str, str], reads: dict[str, loads.Load]) -> None:
-        """The 1-worker app again (same key: the seeded tokens stay valid), traced."""
-        for share, ratio in TRACED.items():
-            names = {name: f"{name} traced {share}" for name in TRACED_READS}
-            if not any(self.wanted(name) for name in names.values()):
-                continue
-            with OtlpReceiver(decode=False) as receiver:
-                env = {
-                    **env1,
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                    "OTEL_TRACES_SAMPLER_ARG": ratio,
-                }
-                log = self.workdir / f"app-traced-{ratio}.log"
-                with AppServer("app.main:app", env, log).start("/health") as traced:
-                    for base, name in names.items():
-                        self.measure(name, traced, reads[base])
-                sys.stderr.write(
-                    f"  traced {share}: {receiver.requests} OTLP exports, "
-                    f"{receiver.bytes / 2**20:.1f} MiB\n"
+        """The 1-worker app again (same key: the seeded tokens stay valid), three times."""
+        wanted = [base for base in TRACED_READS if self.wanted(f"{base} traced 1%")]
+        if not wanted:
+            return
+        with contextlib.ExitStack() as stack:
+            receiver = stack.enter_context(OtlpReceiver(decode=False))
+            servers: list[tuple[str, AppServer]] = []
+            for share, ratio in TRACED.items():
+                env = dict(env1)
+                if ratio is not None:
+                    env.update(
+                        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                        OTEL_TRACES_SAMPLER_ARG=ratio,
+                    )
+                log = self.workdir / f"app-traced-{share.rstrip('%')}.log"
+                server = AppServer("app.main:app", env, log)
+                servers.append((share, stack.enter_context(server.start("/health"))))
+            for base in wanted:
+                variants = [(f"{base} traced {share}", server) for share, server in servers]
+                rows = interleaved.measure(
+                    variants,
+                    reads[base],
+                    seconds=self.options.duration,
+                    rounds=TRACED_ROUNDS,
+                    tool=self.tool,
+                    workdir=self.workdir,
                 )
+                for row in rows:
+                    self.rows.append(row)
+                    sys.stderr.write(
+                        f"  {row.workload}: {row.cpu_ms_per_request:.3f} ms CPU/req, "
+                        f"{row.rps:,.0f} req/s\n"
+                    )
+            sys.stderr.write(
+                f"  OTLP receiver: {receiver.requests} exports, {receiver.bytes / 2**20:.1f} MiB\n"
+            )
 
     def _data_files(self, slugs: list[str], tokens: list[str], emails: list[str]) -> dict[str, str]:
         contents = {
