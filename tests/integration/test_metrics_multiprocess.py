@@ -95,7 +95,7 @@ def test_every_worker_reports_its_own_pool_and_memory(server: LiveServer) -> Non
     with httpx.Client(base_url=server.url, timeout=10) as http:
         exposition = http.get("/health/metrics").text
     rss = _samples(exposition, "app_process_resident_memory_bytes")
-    assert {labels["pid"] for labels, _ in rss} == _pids_serving(server)
+    assert {int(labels["pid"]) for labels, _ in rss} == _pids_serving(server)
     assert all(value > 10_000_000 for _, value in rss)
     [(_, pool_max)] = _samples(exposition, "db_pool_max_connections")
     assert pool_max == 2 * (10 + 20), "the default pool (10 + 20 overflow), once per worker"
