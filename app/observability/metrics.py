@@ -47,7 +47,8 @@ LATENCY_BUCKETS = (
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    """Set and not empty, as prometheus_client itself reads it (empty: single-process mode)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class AppMetrics:
