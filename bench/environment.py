@@ -33,6 +33,7 @@ RAISED_LIMIT = "10000000/minute"
 class Services:
     database_url: str
     redis_url: str
+    postgres: PostgresServer  # to stop and start it under load (bench/slo_plot.py's outage)
 
 
 @contextmanager
@@ -51,7 +52,7 @@ def services(workdir: Path) -> Iterator[Services]:
             check=True,
             capture_output=True,
         )
-        yield Services(database_url=url, redis_url=redis.url)
+        yield Services(database_url=url, redis_url=redis.url, postgres=postgres)
     finally:
         redis.stop()
         postgres.stop("immediate")

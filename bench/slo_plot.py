@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,16 +31,17 @@ from bench import load as loads
 from bench.environment import ROOT, AppServer, production_env, services
 from bench.report import machine
 from bench.seed import Seeded, SeedPlan, seed
-from devstack.servers import PostgresServer, free_port
+from bench.slo_drawing import BUDGET, draw
+from devstack.prometheus import (
+    PROMETHEUS,
+    PrometheusServer,
+    prometheus_installed,
+    prometheus_version,
+)
+from devstack.servers import PostgresServer
 
-PROMETHEUS = "/usr/bin/prometheus"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 JOB = "conduit-api"
-# The objectives of deploy/prometheus/rules/slo-alerts.yml: the burn rate is error ratio / budget.
-BUDGET = {"availability": 0.001, "latency": 0.01}
-OBJECTIVE_LABEL = {"availability": "99.9 % without a 5xx", "latency": "99 % under 300 ms"}
-# The page thresholds of the two fast-burn pairs (1h+5m and 6h+30m).
-THRESHOLDS = ((14.4, "14.4x: page (1h and 5m)"), (6.0, "6x: page (6h and 30m)"))
 RATE = 40.0  # requests per second of the steady traffic: moderate, the machine is shared
 # wrk on GET /api/articles: far more than one worker serves at once, so answers queue (slow,
 # not failed: the wait for a pooled connection stays under DB_POOL_TIMEOUT).
@@ -86,86 +83,6 @@ class Span:
     end: float
     wrk: loads.Measured | None = None
     samples: list[Sample] = field(default_factory=list)
-
-
-class Prometheus:
-    """Prometheus on 127.0.0.1 with a temporary config and TSDB, scraping one app."""
-
-    def __init__(self, workdir: Path, target: str, token: str) -> None:
-        self.dir = workdir / "prometheus"
-        self.dir.mkdir(parents=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        token_file = self.dir / "metrics-token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        config = f"""\
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files: ["{RULES}/*.yml"]
-scrape_configs:
-  - job_name: {JOB}
-    metrics_path: /health/metrics
-    authorization:
-      type: Bearer
-      credentials_file: {token_file}
-    static_configs:
-      - targets: ["{target}"]
-"""
-        (self.dir / "prometheus.yml").write_text(config)
-        self.log_path = self.dir / "prometheus.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                PROMETHEUS, f"--config.file={self.dir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
-            ],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                up = self.query(f'up{{job="{JOB}"}}')
-                if up and up[0]["value"][1] == "1":
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus never scraped the app; see {self.log_path}")
-
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-        params: dict[str, str | float] = {"query": expr}
-        if at is not None:
-            params["time"] = at
-        response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
-        return result
-
-    def range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
-        params: dict[str, str | float] = {"query": expr, "start": start, "end": end, "step": step}
-        response = httpx.get(f"{self.url}/api/v1/query_range", params=params, timeout=30)
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
-        return result
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Traffic:
@@ -279,10 +196,10 @@ QUERIES = {
 Series = tuple[list[float], list[float]]
 
 
-def collect(prometheus: Prometheus, start: float, end: float) -> dict[str, Series]:
+def collect(prometheus: PrometheusServer, start: float, end: float) -> dict[str, Series]:
     series: dict[str, Series] = {}
     for name, expr in QUERIES.items():
-        for result in prometheus.range(expr, start, end, 1):
+        for result in prometheus.query_range(expr, start, end, 1):
             label = result["metric"].get("class")
             key = f"{name} {label}" if label else name
             series[key] = _with_gaps([(float(t), float(v)) for t, v in result["values"]])
@@ -302,7 +219,7 @@ def _with_gaps(points: list[tuple[float, float]], step: float = 1.0) -> Series:
     return times, values
 
 
-def app_counts(prometheus: Prometheus, start: float, end: float) -> dict[str, int]:
+def app_counts(prometheus: PrometheusServer, start: float, end: float) -> dict[str, int]:
     """Requests and 5xx the app itself counted during the run (its counters, not the clients')."""
     window = f"{math.ceil(end - start)}s"
     counts = {}
@@ -329,12 +246,12 @@ SLO_ALERTS = [
 ]
 
 
-def alerts(prometheus: Prometheus, start: float, end: float) -> list[Alert]:
+def alerts(prometheus: PrometheusServer, start: float, end: float) -> list[Alert]:
     found: dict[tuple[str, str], Alert] = {
         (name, window): Alert(name, window, "page" if "Fast" in name else "ticket", {})
         for name, window in SLO_ALERTS
     }
-    for result in prometheus.range('ALERTS{alertname=~"Conduit.*"}', start, end, 1):
+    for result in prometheus.query_range('ALERTS{alertname=~"Conduit.*"}', start, end, 1):
         labels = result["metric"]
         key = (labels["alertname"], labels.get("window") or labels.get("name", ""))
         alert = found.setdefault(key, Alert(*key, labels.get("severity", ""), {}))
@@ -351,152 +268,6 @@ def _intervals(times: list[float], step: float = 1.0) -> list[tuple[float, float
         else:
             spans.append((t, t))
     return [(a, b + step) for a, b in spans]
-
-
-def _nines(values: Any) -> Any:
-    import numpy as np
-
-    return -np.log10(np.clip(1 - np.asarray(values, dtype=float), 1e-5, 1))
-
-
-def _from_nines(values: Any) -> Any:
-    import numpy as np
-
-    return 1 - 10 ** -np.asarray(values, dtype=float)
-
-
-def draw(
-    path: Path,
-    spans: Sequence[Span],
-    series: dict[str, Series],
-    found: Sequence[Alert],
-    title: str,
-    caption: str,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t0 = spans[0].start
-    fig = plt.figure(figsize=(14, 13.5))
-    grid = fig.add_gridspec(
-        4, 2, height_ratios=[1, 1.5, 1.5, 1.7], hspace=0.45, wspace=0.2, top=0.885, bottom=0.1
-    )
-    traffic = fig.add_subplot(grid[0, :])
-    sli = [fig.add_subplot(grid[1, i], sharex=traffic) for i in range(2)]
-    burn = [fig.add_subplot(grid[2, i], sharex=traffic) for i in range(2)]
-    timeline = fig.add_subplot(grid[3, :], sharex=traffic)
-    _traffic(traffic, series, t0)
-    for axis, slo in zip(sli, BUDGET, strict=True):
-        _sli(axis, slo, series, t0)
-    for axis, slo in zip(burn, BUDGET, strict=True):
-        _burn(axis, slo, series, t0)
-    _timeline(timeline, found, t0)
-    for axis in (traffic, *sli, *burn, timeline):
-        for span in spans:
-            if span.phase.kind != "healthy":
-                colour = "#d62728" if span.phase.kind == "outage" else "#ff7f0e"
-                axis.axvspan(span.start - t0, span.end - t0, color=colour, alpha=0.10, lw=0)
-        axis.grid(alpha=0.3)
-    for span in spans:
-        mid = (span.start + span.end) / 2 - t0
-        traffic.annotate(
-            span.phase.name, (mid, 1.03), xycoords=("data", "axes fraction"),
-            ha="center", va="bottom", fontsize=9, style="italic",
-        )  # fmt: skip
-    traffic.set_xlim(0, spans[-1].end - t0 + 5)
-    timeline.set_xlabel("seconds since the load started")
-    fig.suptitle(title, fontsize=13, y=0.985)
-    fig.text(0.5, 0.035, caption, ha="center", va="top", fontsize=9, wrap=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _rel(series: Series, t0: float) -> tuple[list[float], list[float]]:
-    times, values = series
-    return [t - t0 for t in times], values
-
-
-def _traffic(axis: Any, series: dict[str, Series], t0: float) -> None:
-    colours = {"2xx": "#2e8b57", "4xx": "#888888", "5xx": "#d62728"}
-    for cls, colour in colours.items():
-        if f"requests {cls}" in series:
-            axis.plot(*_rel(series[f"requests {cls}"], t0), color=colour, lw=1.2, label=cls)
-    axis.set_ylabel("requests/s")
-    axis.set_title("Requests per second by status class (health routes excluded; 5 s rate)", pad=22)
-    axis.legend(loc="upper left", fontsize=8, ncol=3)
-
-
-NINES = {0.0: "0 %", 0.9: "90 %", 0.99: "99 %", 0.999: "99.9 %", 0.9999: "99.99 %"}
-
-
-def _sli(axis: Any, slo: str, series: dict[str, Series], t0: float) -> None:
-    """A "nines" axis: 90 %, 99 %, 99.9 % equally apart, 100 % drawn at 99.999 %."""
-    from matplotlib.ticker import FixedFormatter, FixedLocator
-
-    axis.set_yscale("function", functions=(_nines, _from_nines))
-    axis.yaxis.set_major_locator(FixedLocator([*NINES, 0.99999]))
-    axis.yaxis.set_major_formatter(FixedFormatter([*NINES.values(), "100 %"]))
-    axis.set_ylim(0, 0.99999)
-    for window, lw, alpha in (("10s", 0.8, 0.5), ("5m", 2.0, 1.0)):
-        if f"{slo} {window}" in series:
-            times, values = _rel(series[f"{slo} {window}"], t0)
-            axis.plot(times, values, color="#1f77b4", lw=lw, alpha=alpha, label=f"{window} window")
-    objective = 1 - BUDGET[slo]
-    axis.axhline(objective, color="#d62728", ls="--", lw=1.2, label=f"objective {NINES[objective]}")
-    axis.set_title(f"{slo.capitalize()} SLI ({OBJECTIVE_LABEL[slo]})")
-    axis.legend(loc="lower left", fontsize=8)
-
-
-def _burn(axis: Any, slo: str, series: dict[str, Series], t0: float) -> None:
-    """The 5m window; 30m and 1h too when they differ from it (runs longer than 5 minutes)."""
-    short = series.get(f"{slo} burn 5m")
-    same = []
-    for window, dash in (("5m", "-"), ("30m", "--"), ("1h", ":")):
-        line = series.get(f"{slo} burn {window}")
-        if line is None:
-            continue
-        if window != "5m" and short is not None and _same(line, short):
-            same.append(window)
-            continue
-        lw = 2.0 if window == "5m" else 1.2
-        axis.plot(*_rel(line, t0), ls=dash, lw=lw, label=f"{window} window")
-    for value, label in THRESHOLDS:
-        colour = "#d62728" if value > 10 else "#ff7f0e"
-        axis.axhline(value, color=colour, lw=1, ls="--", label=label)
-    axis.set_yscale("symlog", linthresh=1)
-    peak = max((v for v in (short[1] if short else []) if math.isfinite(v)), default=0.0)
-    axis.set_ylim(0, max(peak, THRESHOLDS[0][0]) * 2)
-    note = f"\n{' and '.join(same)} windows: the same line (all hold the whole run)" if same else ""
-    axis.set_title(f"{slo.capitalize()} burn rate (error ratio / {BUDGET[slo]}){note}")
-    axis.legend(loc="lower right", fontsize=8)
-
-
-def _same(a: Series, b: Series) -> bool:
-    """Within 1 %: the same line on the plot's log scale."""
-    pairs = dict(zip(*b, strict=True))
-    return all(
-        abs(v - pairs[t]) <= 0.01 * max(1.0, abs(v))
-        for t, v in zip(*a, strict=True)
-        if t in pairs and math.isfinite(v) and math.isfinite(pairs[t])
-    )
-
-
-def _timeline(axis: Any, found: Sequence[Alert], t0: float) -> None:
-    labels = []
-    for row, alert in enumerate(reversed(found)):
-        name = " ".join(filter(None, [alert.name.removeprefix("Conduit"), alert.detail]))
-        labels.append(f"{name} ({alert.severity})")
-        colour = "#d62728" if alert.severity == "page" else "#ff7f0e"
-        for state, alpha in (("pending", 0.35), ("firing", 0.9)):
-            bars = [(a - t0, b - a) for a, b in alert.intervals.get(state, [])]
-            hatch = "//" if state == "pending" else None
-            axis.broken_barh(bars, (row - 0.35, 0.7), color=colour, alpha=alpha, hatch=hatch)
-    axis.set_yticks(range(len(labels)), labels, fontsize=8)
-    axis.set_ylim(-0.6, len(labels) - 0.4)
-    axis.set_title("Alerts (ALERTS series): hatched pending, solid firing; red page, amber ticket")
 
 
 def _p(values: list[float], q: float) -> float:
@@ -565,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=4.0, help="load duration (phases scale)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "slo-panel.png")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if not os.access(PROMETHEUS, os.X_OK):
+    if not prometheus_installed():
         sys.stderr.write(
             f"{PROMETHEUS} not found: install Debian's prometheus (apt-get install -y prometheus)\n"
         )
@@ -577,18 +348,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with services(workdir) as svc:
             env = production_env(svc, workdir, workers=1)
-            postgres = PostgresServer(workdir / "pg" / "data", urlsplit(svc.database_url).port or 0)
             with AppServer("app.main:app", env, workdir / "app.log").start("/health") as app:
                 sys.stderr.write(f"slo_plot: app at {app.url}, workdir {workdir}; seeding ...\n")
                 seeded = asyncio.run(seed(app.url, SMALL_SEED))
-                prometheus = Prometheus(
-                    workdir, app.url.removeprefix("http://"), env["METRICS_TOKEN"]
-                )
+                prometheus = PrometheusServer(
+                    workdir / "prometheus", app.url.removeprefix("http://"), job=JOB,
+                    metrics_path="/health/metrics", token=env["METRICS_TOKEN"],
+                    rule_files=[f"{RULES}/*.yml"],
+                )  # fmt: skip
                 try:
                     prometheus.start()
                     time.sleep(5)  # a few scrapes first; the rules start from no data
                     sys.stderr.write(f"prometheus at {prometheus.url} scrapes the app; load:\n")
-                    spans = asyncio.run(drive(app.url, seeded, phases, postgres, workdir))
+                    spans = asyncio.run(drive(app.url, seeded, phases, svc.postgres, workdir))
                     time.sleep(3)  # the last scrape and rule evaluation
                     start, end = spans[0].start - 2, spans[-1].end + 3
                     series = collect(prometheus, start, end)
@@ -625,7 +397,7 @@ def _labels(spans: Sequence[Span]) -> tuple[str, str]:
     seconds = spans[-1].end - t0
     longer = [name for name, length in WINDOWS.items() if length > seconds]
     caption = (
-        f"Prometheus {_prometheus_version()} scraping /health/metrics every 1 s; "
+        f"Prometheus {prometheus_version()} scraping /health/metrics every 1 s; "
         "deploy/prometheus/rules/*.yml evaluated unchanged every 1 s (the 1d/3d/30d group every "
         f"1 min). The run holds only {seconds / 60:.1f} minutes of data, less than the "
         f"{', '.join(longer)} windows, so each of them holds the whole run: its error ratio is "
@@ -636,12 +408,6 @@ def _labels(spans: Sequence[Span]) -> tuple[str, str]:
         "minutes of data they mean nothing."
     )
     return title, caption
-
-
-def _prometheus_version() -> str:
-    out = subprocess.run([PROMETHEUS, "--version"], capture_output=True, text=True, check=False)
-    words = (out.stdout or out.stderr).split()
-    return words[2] if len(words) > 2 else "?"
 
 
 if __name__ == "__main__":

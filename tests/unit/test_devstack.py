@@ -1,14 +1,17 @@
 """The local stack's pure parts: stand-in cache tags, the engine's paths and client
-environment, and the e2e `.env` built from `.env.example` (the engine itself runs in make e2e)."""
+environment, the e2e `.env` built from `.env.example` (the engine itself runs in make e2e), and
+the Prometheus config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devstack import standin_images
 from devstack.docker_engine import DockerEngine
+from devstack.prometheus import render_config
 from devstack.standin_images import STANDINS, Standin
 from tests.e2e.stack import production_env
 
@@ -80,3 +83,29 @@ def test_every_module_the_makefile_runs_exists() -> None:
     assert "devstack.servers" in modules
     missing = [name for name in sorted(modules) if importlib.util.find_spec(name) is None]
     assert missing == []
+
+
+def test_the_prometheus_config_scrapes_one_target_with_its_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "metrics-token"
+    text = render_config(
+        job="conduit-api",
+        target="127.0.0.1:8000",
+        metrics_path="/health/metrics",
+        credentials_file=token_file,
+        rule_files=["/rules/*.yml"],
+        scrape_interval="2s",
+    )
+    config = yaml.safe_load(text)
+    assert config["global"] == {
+        "scrape_interval": "2s",
+        "scrape_timeout": "2s",  # never longer than the interval: Prometheus refuses that
+        "evaluation_interval": "1s",
+    }
+    assert config["rule_files"] == ["/rules/*.yml"]
+    [scrape] = config["scrape_configs"]
+    assert scrape["job_name"] == "conduit-api"
+    assert scrape["metrics_path"] == "/health/metrics"
+    assert scrape["authorization"] == {"type": "Bearer", "credentials_file": str(token_file)}
+    assert scrape["static_configs"] == [{"targets": ["127.0.0.1:8000"]}]
+    [tokenless] = yaml.safe_load(render_config(job="j", target="h:1"))["scrape_configs"]
+    assert "authorization" not in tokenless
