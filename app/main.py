@@ -51,6 +51,7 @@ from app.services.storage import DiskImageStorage
 from app.services.tags import TAGS_KEY
 
 if TYPE_CHECKING:
+    from app.middleware.tracing import ServerSpans
     from app.observability.tracing import Tracing
 
 log = get_logger(__name__)
@@ -182,6 +183,12 @@ def _tracing_for(settings: Settings) -> Tracing | None:
     return Tracing(settings)
 
 
+def _server_spans(tracing: Tracing) -> ServerSpans:
+    from app.middleware.tracing import ServerSpans
+
+    return ServerSpans(tracing.provider)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     tracing = _tracing_for(settings)
@@ -241,14 +248,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics, exemplars=tracing is not None)
-    app.add_middleware(RequestContextMiddleware, expose_errors=settings.DEBUG)
+    # With tracing on, the request context also holds the server span: around the access log
+    # and the metrics, so both see it, and inside the forwarded-headers middleware, so the span
+    # records the real client address.
+    app.add_middleware(
+        RequestContextMiddleware,
+        expose_errors=settings.DEBUG,
+        spans=_server_spans(tracing) if tracing is not None else None,
+    )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
-    if tracing is not None:
-        # Around the access log and the metrics, so both see the request's span; inside the
-        # forwarded-headers middleware, so the span records the real client address.
-        from app.middleware.tracing import ServerSpanMiddleware
-
-        app.add_middleware(ServerSpanMiddleware, tracer_provider=tracing.provider)
     app.add_middleware(ForwardedHeadersMiddleware, trusted_proxies=settings.TRUSTED_PROXIES)
     return app
 

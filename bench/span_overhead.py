@@ -1,11 +1,12 @@
 """What the server span costs per request, in isolation: `python -m bench.span_overhead`.
 
-Calls `app.middleware.tracing.ServerSpanMiddleware` directly around a trivial ASGI app (no
-network, no server), with a real SDK tracer provider, for a sampler at 0 %, 1 % and 100 %, and
-prints the microseconds it adds per request. The wrapped app also does what the rest of the app
-does per request with tracing on (the log line's trace ids, the exemplar lookup), so those are
-counted too. Spans are kept by no processor: exporting is the batch processor's thread's work,
-off the request path. Docs/performance.md ("Tracing") has the figures.
+Calls `RequestContextMiddleware` directly around a trivial ASGI app (no network, no server),
+without spans and then with `app.middleware.tracing.ServerSpans` on a real SDK tracer provider
+for a sampler at 0 %, 1 % and 100 %, and prints the microseconds the span adds per request.
+The wrapped app also does what the rest of the app does per request with tracing on (the log
+line's trace ids, the exemplar lookup), so those are counted too. Spans are kept by no
+processor: exporting is the batch processor thread's work, off the request path.
+docs/performance.md ("Tracing") has the figures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from app.middleware.tracing import ServerSpanMiddleware
+from app.middleware.request_context import RequestContextMiddleware
+from app.middleware.tracing import ServerSpans
 from app.observability.trace_context import add_trace_ids, sampled_trace_exemplar
 from app.observability.tracing import sampler_for
 
@@ -59,11 +61,12 @@ async def _per_call_us(app: Any, calls: int) -> float:
 
 
 async def main(calls: int) -> None:
-    bare = await _per_call_us(_app, calls)
-    sys.stdout.write(f"without the middleware: {bare:.1f} us per request\n")
+    bare = await _per_call_us(RequestContextMiddleware(_app), calls)
+    sys.stdout.write(f"request context without spans: {bare:.1f} us per request\n")
     for ratio in (0.0, 0.01, 1.0):
         provider = TracerProvider(sampler=sampler_for("parentbased_traceidratio", ratio))
-        traced = await _per_call_us(ServerSpanMiddleware(_app, provider), calls)
+        with_spans = RequestContextMiddleware(_app, spans=ServerSpans(provider))
+        traced = await _per_call_us(with_spans, calls)
         sys.stdout.write(f"sampled {ratio:>4.0%}: +{traced - bare:.1f} us per request\n")
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.error_handlers import unhandled_error_response
 from app.core.logging_config import get_logger
 from app.core.request_context import request_id_var
+
+if TYPE_CHECKING:  # imported only with tracing on, by create_app
+    from app.middleware.tracing import ServerSpans
 
 log = get_logger("app.access")
 _access_logger = logging.getLogger("app.access")
@@ -100,15 +104,23 @@ _new_request_id = _RandomIds()
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, expose_errors: bool = False) -> None:
+    """The request's id, its access-log line, and with tracing on its server span (here rather
+    than in a middleware of its own: see app.middleware.tracing)."""
+
+    def __init__(
+        self, app: ASGIApp, *, expose_errors: bool = False, spans: ServerSpans | None = None
+    ) -> None:
         self.app = app
         self.expose_errors = expose_errors
+        self.spans = spans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        spans = self.spans
+        server_span = spans.start(scope) if spans is not None else None
         request_id = incoming_request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -134,11 +146,15 @@ class RequestContextMiddleware:
                     headers = list(headers)
                 headers.append(id_header)
                 message["headers"] = headers
+                if server_span is not None:
+                    server_span.response_started(scope, status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
+            if server_span is not None:
+                server_span.failed(exc)
             if response_started:
                 raise
             # Answered here rather than re-raised: the server would log the same trace again.
@@ -149,6 +165,8 @@ class RequestContextMiddleware:
             self._log_completed(scope, status, started)
             request_id_var.reset(token)
             structlog.contextvars.reset_contextvars(**log_tokens)
+            if server_span is not None:
+                server_span.end()
 
     @staticmethod
     def _log_completed(scope: Scope, status: int, started: float) -> None:

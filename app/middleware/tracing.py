@@ -1,29 +1,37 @@
 """The request's server span, continuing an incoming W3C `traceparent`.
 
-Hand-written on the OpenTelemetry API rather than opentelemetry-instrumentation-asgi, because
-of a measurement (docs/performance.md, "Tracing"): that middleware builds every request's
-attributes, URL and metric labels before the sampler has spoken, so at 1 % sampling a cached
-article cost 46 % more CPU than with tracing off. Here the sampler decides first:
+Hand-written on the OpenTelemetry API rather than opentelemetry-instrumentation-asgi or
+FastAPI's own telemetry, because of a measurement (docs/performance.md, "Tracing"): both build
+every request's attributes, URL and metric labels before the sampler has spoken (+30 to
++45 us per unsampled request against ~11 here), and neither spares an unsampled request its SQL
+and Redis instrumentation. Here the sampler decides first:
 
 - a sampled request gets a recording span with the HTTP semantic-convention attributes, named
   "GET /api/articles/{slug}" once routing is known (by the raw path, every slug would be a
   span name of its own), its status, and the exception if one escapes;
 - an unsampled one gets the non-recording span (so log lines still carry its trace id, marked
-  `trace_sampled: false`) and a context that suppresses instrumentation, so its SQL and Redis
+  `trace_sampled: false`) in a context that suppresses instrumentation, so its SQL and Redis
   commands skip the instrumentations' work entirely.
 
-What the library guarantees is kept: extraction through the globally configured propagator
-(W3C trace context and baggage by default, OTEL_PROPAGATORS honoured), the span always ended,
-and the context always detached. Health probes and Prometheus' scrapes are never traced.
+It is not a middleware of its own: `RequestContextMiddleware` calls it, because one more layer
+in the middleware chain cost more than the span itself (every await resumes every layer). What
+the library guarantees is kept: extraction through the globally configured propagator (W3C
+trace context and baggage by default, OTEL_PROPAGATORS honoured), the span always ended, and
+the context always detached. Health probes and Prometheus' scrapes are never traced.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The key the instrumentations check (`is_instrumentation_enabled`). Set in the request's own
+# context instead of through `suppress_instrumentation()`, a second attach per request.
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from starlette.types import Scope
 
 from app.middleware.request_context import UNMATCHED_ROUTE, route_template
 
@@ -32,6 +40,35 @@ UNTRACED_PATHS = frozenset(
 )
 # The headers a propagator may read; only these are handed to it (the others are never copied).
 PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpan:
+    span: Span
+    token: object  # the context token, detached when the request ends
+    recording: bool
+
+    def response_started(self, scope: Scope, status: int) -> None:
+        """Routing is done and the status known: name the span and record them."""
+        if not self.recording:
+            return
+        span = self.span
+        template = route_template(scope)
+        span.update_name(f"{scope['method']} {template}")
+        if template != UNMATCHED_ROUTE:
+            span.set_attribute("http.route", template)
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+
+    def failed(self, exc: BaseException) -> None:
+        if self.recording:
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+    def end(self) -> None:
+        otel_context.detach(self.token)  # type: ignore[arg-type]
+        self.span.end()
 
 
 def _incoming_context(scope: Scope) -> otel_context.Context | None:
@@ -62,48 +99,21 @@ def _request_attributes(scope: Scope) -> dict[str, str | int]:
     return attributes
 
 
-class ServerSpanMiddleware:
-    def __init__(self, app: ASGIApp, tracer_provider: TracerProvider) -> None:
-        self.app = app
+class ServerSpans:
+    def __init__(self, tracer_provider: TracerProvider) -> None:
         self.tracer = tracer_provider.get_tracer(__name__)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"]
+    def start(self, scope: Scope) -> ServerSpan | None:
+        """The request's span, made current; None for an untraced path."""
+        if scope["path"] in UNTRACED_PATHS:
+            return None
         span = self.tracer.start_span(
-            method, context=_incoming_context(scope), kind=SpanKind.SERVER
+            scope["method"], context=_incoming_context(scope), kind=SpanKind.SERVER
         )
+        current = trace.set_span_in_context(span)
         recording = span.is_recording()
         if recording:
             span.set_attributes(_request_attributes(scope))
-        token = otel_context.attach(trace.set_span_in_context(span))
-
-        async def send_recording_status(message: Message) -> None:
-            # At the response's start: routing is done, and the status is known.
-            if message["type"] == "http.response.start":
-                template = route_template(scope)
-                span.update_name(f"{method} {template}")
-                if template != UNMATCHED_ROUTE:
-                    span.set_attribute("http.route", template)
-                status = message["status"]
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-            await send(message)
-
-        try:
-            if recording:
-                await self.app(scope, receive, send_recording_status)
-            else:
-                with suppress_instrumentation():
-                    await self.app(scope, receive, send)
-        except BaseException as exc:
-            if recording:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
+        else:
+            current = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, current)
+        return ServerSpan(span, otel_context.attach(current), recording)

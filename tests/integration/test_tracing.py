@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.db.redis_pipeline import PipelinedRedis
 from app.main import build_resources, create_app
+from app.middleware.request_context import RequestContextMiddleware
 from devstack.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.apps import serve
 from tests.support.live import LiveServer
@@ -193,8 +194,8 @@ async def test_ratio_sampler_zero_exports_nothing(
 async def test_tracing_off_adds_nothing(settings_factory: SettingsFactory) -> None:
     app: FastAPI = create_app(settings_factory())
     assert app.state.tracing is None
-    names = {middleware.cls.__name__ for middleware in app.user_middleware}  # type: ignore[attr-defined]
-    assert "ServerSpanMiddleware" not in names
+    [context] = [m for m in app.user_middleware if m.cls is RequestContextMiddleware]  # type: ignore[comparison-overlap]
+    assert context.kwargs["spans"] is None
     async with serve(settings_factory()) as http:
         response = await http.get("/api/tags")
         assert "traceparent" not in response.headers

@@ -1,5 +1,6 @@
-"""The hand-written server span (app.middleware.tracing): what a sampled request records, what an
-unsampled one skips, and that an incoming traceparent is continued."""
+"""The hand-written server span (app.middleware.tracing, run by RequestContextMiddleware): what a
+sampled request records, what an unsampled one skips, and that an incoming traceparent is
+continued."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 
-from app.middleware.tracing import ServerSpanMiddleware
+from app.middleware.request_context import RequestContextMiddleware
+from app.middleware.tracing import ServerSpans
 from app.observability.tracing import sampler_for
 
 seen: dict[str, Any] = {}
@@ -37,7 +39,7 @@ def _app(ratio: float) -> tuple[FastAPI, InMemorySpanExporter]:
     async def health() -> dict[str, str]:
         return {}
 
-    app.add_middleware(ServerSpanMiddleware, tracer_provider=provider)
+    app.add_middleware(RequestContextMiddleware, spans=ServerSpans(provider))
     return app, exporter
 
 
