@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.redis_settings import redis_setting_problems
+
 # Values that must never sign production tokens: the documented placeholders.
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -82,6 +84,31 @@ class Settings(BaseSettings):
     REDIS_URL: str | None = Field(None, description="redis://host:port/db; unset = in-process")
     REDIS_REQUIRED: bool = Field(False, description="Readiness fails while Redis is down")
     REDIS_SOCKET_TIMEOUT: float = Field(0.5, gt=0, description="Seconds per Redis command")
+    REDIS_TLS_CA_FILE: str | None = Field(
+        None, description="PEM CA bundle that verifies Redis (rediss://); unset = system CAs"
+    )
+    REDIS_TLS_CERT_FILE: str | None = Field(
+        None, description="Client certificate (PEM) for Redis servers that require one"
+    )
+    REDIS_TLS_KEY_FILE: str | None = Field(
+        None, description="Private key (PEM) of REDIS_TLS_CERT_FILE"
+    )
+    REDIS_TLS_CHECK_HOSTNAME: bool = Field(
+        True, description="Match Redis' certificate to the host name (the chain is always verified)"
+    )
+    REDIS_SENTINELS: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated Sentinel host:port list; set = the primary comes from them",
+    )
+    REDIS_SENTINEL_MASTER: str | None = Field(
+        None, description="Name of the primary the Sentinels monitor (needed with REDIS_SENTINELS)"
+    )
+    REDIS_SENTINEL_USERNAME: str | None = Field(
+        None, description="ACL user for the Sentinels themselves (not for Redis)"
+    )
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = Field(
+        None, description="Password for the Sentinels themselves (requirepass in sentinel.conf)"
+    )
     CACHE_TTL_SECONDS: int = Field(60, ge=1, description="TTL of cached reads")
 
     # --- resilience ----------------------------------------------------------------------
@@ -163,7 +190,7 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="Sampled share for the traceidratio samplers (default 1.0)"
     )
 
-    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", "REDIS_SENTINELS", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -192,6 +219,22 @@ class Settings(BaseSettings):
     def _origins_without_path(cls, value: list[str]) -> list[str]:
         # Browsers send `Origin: https://host` with no trailing slash; a listed one never matches.
         return [origin.rstrip("/") if origin != "*" else origin for origin in value]
+
+    @model_validator(mode="after")
+    def _redis_topology(self) -> Settings:
+        problems = redis_setting_problems(
+            url=self.REDIS_URL,
+            sentinels=self.REDIS_SENTINELS,
+            master=self.REDIS_SENTINEL_MASTER,
+            tls_files={
+                "REDIS_TLS_CA_FILE": self.REDIS_TLS_CA_FILE,
+                "REDIS_TLS_CERT_FILE": self.REDIS_TLS_CERT_FILE,
+                "REDIS_TLS_KEY_FILE": self.REDIS_TLS_KEY_FILE,
+            },
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:

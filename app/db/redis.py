@@ -9,6 +9,8 @@ Two clients to the same Redis: one pipelined connection per process (`app.db.red
 for every command a request sends (the rate limiter's script, cache reads, writes and
 invalidations), where redis-py's per-command overhead (~45 us of CPU) was a tenth of a
 request's cost; and redis-py for the health check's ping and for operators' tools and tests.
+Both take their parameters from `app.db.redis_connection` (TLS, ACL credentials, Sentinel), and
+with Sentinel they share one `Sentinel` client to ask where the primary is.
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ from typing import TypeVar
 from opentelemetry.trace import Tracer
 from redis import exceptions as redis_exc
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 
 from app.core.config import Settings
 from app.core.logging_config import get_logger
+from app.db.redis_connection import (
+    RedisEndpoint,
+    endpoint_from_settings,
+    redis_py_client,
+    sentinel_for,
+)
 from app.db.redis_pipeline import Arg, PipelinedRedis
 from app.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
 
@@ -55,25 +64,47 @@ class RedisService:
         self.breaker = breaker
         self.client: Redis | None = None
         self.pipeline: PipelinedRedis | None = None
-        if settings.REDIS_URL:
-            timeout = settings.REDIS_SOCKET_TIMEOUT
+        self.endpoint: RedisEndpoint | None = endpoint_from_settings(settings)
+        self.sentinel: Sentinel | None = None
+        self.primary: tuple[str, int] | None = None  # with Sentinel: where it was last found
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.sentinel = sentinel_for(endpoint)
+            locate = self._locate_primary if self.sentinel is not None else None
             if tracer is None:
-                self.pipeline = PipelinedRedis(settings.REDIS_URL, timeout=timeout)
+                self.pipeline = PipelinedRedis(endpoint, locate=locate)
             else:
                 from app.db.redis_tracing import TracedPipelinedRedis  # only with tracing on
 
-                self.pipeline = TracedPipelinedRedis(
-                    settings.REDIS_URL, timeout=timeout, tracer=tracer
-                )
-            self.client = Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                health_check_interval=30,
-                # The breaker and tenacity policies decide on retries, not the client.
-                retry_on_timeout=False,
-                decode_responses=False,
+                self.pipeline = TracedPipelinedRedis(endpoint, tracer=tracer, locate=locate)
+            self.client = redis_py_client(endpoint, self.sentinel)
+
+    async def _locate_primary(self) -> tuple[str, int]:
+        """The primary's address as the Sentinels give it; a change is logged once."""
+        sentinel, endpoint = self.sentinel, self.endpoint
+        assert sentinel is not None
+        assert endpoint is not None
+        assert endpoint.master_name is not None
+        host, port = await sentinel.discover_master(endpoint.master_name)
+        address = (str(host), int(port))
+        if address != self.primary:
+            log.info(
+                "redis_primary_located",
+                master_name=endpoint.master_name,
+                address=f"{address[0]}:{address[1]}",
+                previous=f"{self.primary[0]}:{self.primary[1]}" if self.primary else None,
             )
+            self.primary = address
+        return address
+
+    def describe(self) -> dict[str, object]:
+        """Topology for health checks (no credentials)."""
+        if self.endpoint is None:
+            return {}
+        info = self.endpoint.describe()
+        if self.primary is not None:
+            info["primary"] = f"{self.primary[0]}:{self.primary[1]}"
+        return info
 
     @property
     def enabled(self) -> bool:
@@ -120,3 +151,5 @@ class RedisService:
             await self.pipeline.close()
         if self.client is not None:
             await self.client.aclose()
+        if self.sentinel is not None:
+            await self.sentinel.aclose()

@@ -8,8 +8,22 @@ futures matches replies to callers. Encoding (`hiredis.pack_command`) and parsin
 (`hiredis.Reader`) are C.
 
 What it keeps from redis-py, so callers and the circuit breaker need not know the difference:
-URL parsing (`parse_url`), the exception classes (`ResponseError`, `NoScriptError`,
-`ConnectionError`, `TimeoutError`, ...) and their mapping from error replies.
+URL parsing (`parse_url`, through `app.db.redis_connection`), the exception classes
+(`ResponseError`, `NoScriptError`, `ConnectionError`, `TimeoutError`, ...) and their mapping from
+error replies.
+
+And what redis-py guarantees for the topologies operators run (`app.db.redis_connection` builds
+the parameters for both clients from the same settings):
+- TLS: rediss:// connects with an `ssl.SSLContext` that verifies the chain (REDIS_TLS_CA_FILE or
+  the system CAs) and, unless switched off, the host name; optionally a client certificate.
+- ACL: `AUTH username password` before anything else is sent.
+- Sentinel: each (re)connect asks the Sentinels for the primary (`locate`, redis-py's
+  `Sentinel.discover_master`) and confirms with ROLE that the server is the primary before any
+  caller's command is sent. A failover is followed without a watcher: the old primary's
+  connection breaks (killed) or answers READONLY / MASTERDOWN (demoted, or a replica that lost its
+  primary); either way the connection is dropped, its commands fail with `ConnectionError` (what
+  the circuit breaker counts), and the next command connects afresh, asking the Sentinels again.
+  The same READONLY rule follows a provider's DNS failover without Sentinels.
 
 Timeouts without a timer per command: each pending command records when it was sent, and one
 watchdog timer, armed only while something is pending, checks the oldest. If Redis has not
@@ -22,15 +36,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 import hiredis
 from redis import exceptions as redis_exc
 from redis._parsers.base import BaseParser
-from redis.asyncio.connection import parse_url
+
+from app.db.redis_connection import RedisEndpoint, endpoint_from_url
 
 Arg = bytes | str | int | float
 
@@ -46,7 +60,17 @@ _reply_error = cast("Callable[[str], Exception]", BaseParser.parse_error)
 # have millisecond resolution, and re-arming for the remaining sliver would only spin.
 _WATCHDOG_SLACK = 0.001
 
+DEFAULT_TIMEOUT = 0.5  # seconds, for a client built from a bare URL without one
+
 _Pending = tuple["asyncio.Future[object]", float]
+
+# Asks where the primary is (Sentinel); None: the endpoint's own host and port.
+Locator = Callable[[], Awaitable[tuple[str, int]]]
+
+
+def _demoted(reply: Exception) -> bool:
+    """An error reply that says this server is not (or no longer) a usable primary."""
+    return isinstance(reply, redis_exc.ReadOnlyError) or str(reply).startswith("MASTERDOWN")
 
 
 class _Connection(asyncio.Protocol):
@@ -91,6 +115,13 @@ class _Connection(asyncio.Protocol):
                 # FIFO in step with Redis.
                 continue
             if isinstance(reply, Exception):
+                if _demoted(reply):
+                    # Every later command would meet the same answer: drop the connection so the
+                    # next one finds the new primary.
+                    message = f"Redis is no longer the primary: {reply}"
+                    future.set_exception(redis_exc.ConnectionError(message))
+                    self.abort(redis_exc.ConnectionError, message)
+                    return
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
@@ -165,31 +196,29 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _ssl_context(params: Mapping[str, object]) -> ssl.SSLContext:
-    """TLS for rediss://, honouring redis-py's URL options for certificate checks."""
-    cafile = params.get("ssl_ca_certs")
-    context = ssl.create_default_context(cafile=cafile if isinstance(cafile, str) else None)
-    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
-    if params.get("ssl_check_hostname") is False or reqs != "required":
-        context.check_hostname = False
-    if reqs == "none":
-        context.verify_mode = ssl.CERT_NONE
-    elif reqs == "optional":
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
 class PipelinedRedis:
-    """One pipelined connection to Redis, opened on first use and reopened after a failure."""
+    """One pipelined connection to Redis, opened on first use and reopened after a failure.
 
-    def __init__(self, url: str, *, timeout: float) -> None:
-        params = cast("Mapping[str, object]", parse_url(url))
-        self.timeout = timeout
-        self._path = cast("str | None", params.get("path"))
-        self._host = cast("str", params.get("host", "localhost"))
-        self._port = cast("int", params.get("port", 6379))
-        self._ssl = _ssl_context(params) if url.lower().startswith("rediss:") else None
-        self._handshake = _handshake(params)
+    `target` is an endpoint from `app.db.redis_connection` (or a URL, for tools and tests);
+    `locate`, when given, is asked for the primary's address on every connect (Sentinel).
+    """
+
+    def __init__(
+        self,
+        target: RedisEndpoint | str,
+        *,
+        timeout: float | None = None,
+        locate: Locator | None = None,
+    ) -> None:
+        if isinstance(target, str):
+            target = endpoint_from_url(target, timeout=timeout or DEFAULT_TIMEOUT)
+        self.timeout = timeout or target.timeout
+        self._path = target.path
+        self._host = target.host
+        self._port = target.port
+        self._ssl = target.tls.context() if target.tls is not None else None
+        self._locate = locate
+        self._handshake = _handshake(target, confirm_primary=locate is not None)
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
@@ -280,28 +309,42 @@ class PipelinedRedis:
         if self._path is not None:
             _, conn = await loop.create_unix_connection(factory, self._path)
         else:
+            if self._locate is not None:
+                # Bounded by the Sentinel clients' own timeouts; MasterNotFoundError is a
+                # ConnectionError, as callers expect.
+                self._host, self._port = await self._locate()
             _, conn = await loop.create_connection(factory, self._host, self._port, ssl=self._ssl)
         return conn
 
     async def _run_handshake(self, conn: _Connection) -> None:
-        """AUTH and SELECT, pipelined, answered before any caller's command is sent."""
+        """AUTH, SELECT and (Sentinel) ROLE, pipelined, answered before any caller's command."""
         if not self._handshake:
             return
         futures = [conn.request(payload) for payload in self._handshake]
-        for reply in await asyncio.gather(*futures, return_exceptions=True):
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
+        if self._locate is not None:
+            role = cast("list[object]", replies[-1])[0]
+            if role != b"master":
+                # The Sentinels' answer is stale (a failover under way): try again later.
+                where = f"{self._host}:{self._port}"
+                raise redis_exc.ConnectionError(f"Redis at {where} is a {role!r}, not the primary")
 
 
-def _handshake(params: Mapping[str, object]) -> list[bytes]:
+def _handshake(endpoint: RedisEndpoint, *, confirm_primary: bool) -> list[bytes]:
     commands: list[bytes] = []
-    password = params.get("password")
-    if isinstance(password, str):
-        username = params.get("username")
+    if endpoint.password is not None:
         # AUTH with a username needs Redis 6's ACLs; without one it works everywhere.
-        auth = ("AUTH", username, password) if isinstance(username, str) else ("AUTH", password)
+        auth: tuple[Arg, ...] = (
+            ("AUTH", endpoint.username, endpoint.password)
+            if endpoint.username
+            else ("AUTH", endpoint.password)
+        )
         commands.append(_pack_command(auth))
-    db = params.get("db", 0)
-    if isinstance(db, int) and db != 0:
-        commands.append(_pack_command(("SELECT", db)))
+    if endpoint.db != 0:
+        commands.append(_pack_command(("SELECT", endpoint.db)))
+    if confirm_primary:
+        commands.append(_pack_command(("ROLE",)))
     return commands

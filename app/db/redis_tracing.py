@@ -14,18 +14,27 @@ from typing import Any
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
 
-from app.db.redis_pipeline import Arg, PipelinedRedis
+from app.db.redis_connection import RedisEndpoint
+from app.db.redis_pipeline import Arg, Locator, PipelinedRedis
 
 
 class TracedPipelinedRedis(PipelinedRedis):
-    def __init__(self, url: str, *, timeout: float, tracer: Tracer) -> None:
-        super().__init__(url, timeout=timeout)
+    def __init__(
+        self,
+        target: RedisEndpoint | str,
+        *,
+        tracer: Tracer,
+        timeout: float | None = None,
+        locate: Locator | None = None,
+    ) -> None:
+        super().__init__(target, timeout=timeout, locate=locate)
         self._tracer = tracer
-        self._attributes: dict[str, str | int] = {"db.system.name": "redis"}
+
+    def _server_attributes(self) -> dict[str, str | int]:
+        """Read per span: with Sentinel the primary's address changes on a failover."""
         if self._path:
-            self._attributes["server.address"] = self._path
-        else:
-            self._attributes.update({"server.address": self._host, "server.port": self._port})
+            return {"db.system.name": "redis", "server.address": self._path}
+        return {"db.system.name": "redis", "server.address": self._host, "server.port": self._port}
 
     def execute(self, *args: Arg) -> Coroutine[Any, Any, object]:
         """Not a coroutine itself: an unsampled request (instrumentation suppressed by
@@ -39,6 +48,6 @@ class TracedPipelinedRedis(PipelinedRedis):
         command = args[0]
         name = command.decode() if isinstance(command, bytes) else str(command)
         name = name.upper()
-        attributes = {**self._attributes, "db.operation.name": name}
+        attributes = {**self._server_attributes(), "db.operation.name": name}
         with self._tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
             return await PipelinedRedis.execute(self, *args)

@@ -48,8 +48,9 @@ async def check_redis(redis: RedisService, limit: float = CHECK_TIMEOUT_SECONDS)
         async with asyncio.timeout(limit):
             latency = await redis.ping()
     except (RedisUnavailableError, TimeoutError) as exc:
-        return CheckResult("down", error=str(exc) or type(exc).__name__)
-    return CheckResult("ok", latency_ms=round(latency, 2))
+        error = str(exc) or type(exc).__name__
+        return CheckResult("down", error=error, details=redis.describe())
+    return CheckResult("ok", latency_ms=round(latency, 2), details=redis.describe())
 
 
 def database_pool(engine: AsyncEngine) -> dict[str, int]:
