@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 UNPRIVILEGED_USER = "nobody"
@@ -186,24 +188,55 @@ class PostgresServer:
         return result.stdout
 
 
+@dataclass(frozen=True)
+class RedisTLSFiles:
+    """PEM files for a TLS-only redis-server (`--port 0 --tls-port PORT`)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    auth_clients: str = "no"  # yes: clients must present a certificate signed by `ca`
+
+
 class RedisServer:
-    def __init__(self, port: int, workdir: Path) -> None:
+    """redis-server on 127.0.0.1:`port` (TLS only when `tls` is given); `extra_args` are more
+    command-line options (e.g. `--replicaof`, `--user`)."""
+
+    def __init__(
+        self,
+        port: int,
+        workdir: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        tls: RedisTLSFiles | None = None,
+    ) -> None:
         self.port = port
         self.workdir = workdir
+        self.extra_args = list(extra_args)
+        self.tls = tls
         self.binary = _redis_binary()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", self.tls.auth_clients,
+        ]  # fmt: skip
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._listen_args(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -214,6 +247,7 @@ class RedisServer:
                 str(self.workdir),
                 "--protected-mode",
                 "yes",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -223,6 +257,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to replicas or Sentinels (a crashed host)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
 

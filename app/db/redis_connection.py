@@ -20,7 +20,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from app.core.config import Settings
 from app.core.redis_settings import parse_host_port
@@ -99,8 +101,9 @@ class RedisEndpoint:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
             "health_check_interval": HEALTH_CHECK_INTERVAL,
-            # The breaker and tenacity policies decide on retries, not the client.
-            "retry_on_timeout": False,
+            # The breaker and tenacity policies decide on retries, not the client (redis-py 6+
+            # retries three times by default).
+            "retry": Retry(NoBackoff(), 0),
             "decode_responses": False,
         }
         if self.tls is not None:

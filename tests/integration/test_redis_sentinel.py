@@ -1,0 +1,203 @@
+"""A real Sentinel failover under load: one primary, one replica, three Sentinels (all
+`redis-server`), a live app told only where the Sentinels are. The primary is killed with
+SIGKILL while clients read a cached article, the tags and hit the login limit. Throughout: no
+5xx. The limiter falls back to memory, then returns to Redis on the promoted replica (new keys
+appear there); the cache resumes there. The failover window (kill -> first command the new
+primary serves) is measured and printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from app.services.articles import public_article_key
+from devstack.redis_sentinel import SentinelCluster, sentinel_binary_available
+from devstack.servers import PostgresServer, free_port
+from tests.support.databases import fresh_database
+from tests.support.live import LiveServer
+
+pytestmark = pytest.mark.slow
+
+RATE_LIMIT_KEYS = "conduit:v1:ratelimit*"
+
+
+@pytest.fixture
+def sentinel_cluster(workdir: Path) -> Iterator[SentinelCluster]:
+    reason = sentinel_binary_available()
+    if reason:
+        pytest.skip(reason)
+    cluster = SentinelCluster(workdir / f"sentinel-{free_port()}", down_after_ms=1000)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class Load:
+    """Concurrent clients until stopped; every (path, status) is kept."""
+
+    def __init__(self, http: httpx.AsyncClient, slug: str) -> None:
+        self.http = http
+        self.slug = slug
+        self.statuses: list[tuple[str, int]] = []
+        self.running = True
+
+    async def _loop(self, method: str, path: str, body: Any = None) -> None:
+        while self.running:
+            response = await self.http.request(method, path, json=body)
+            self.statuses.append((f"{method} {path}", response.status_code))
+            await asyncio.sleep(0.01)
+
+    async def run(self) -> None:
+        article = f"/api/articles/{self.slug}"
+        await asyncio.gather(
+            self._loop("GET", article),
+            self._loop("GET", article),
+            self._loop("GET", "/api/tags"),
+            self._loop("POST", "/api/users/login", {}),
+        )
+
+
+async def served_commands(node: aioredis.Redis) -> int:
+    """EVALSHA and GET calls: what the app sends a primary, never what replication replays."""
+    stats = await node.info("commandstats")
+    return sum(
+        int(stats.get(name, {}).get(field, 0))
+        for name in ("cmdstat_evalsha", "cmdstat_get")
+        for field in ("calls", "rejected_calls", "failed_calls")
+    )
+
+
+async def watch_failover(
+    cluster: SentinelCluster, candidate: int, killed_at: float, within: float
+) -> dict[str, float]:
+    """Seconds from the kill until the Sentinels name `candidate` and until it serves the app."""
+    node = aioredis.Redis(port=candidate, socket_timeout=1)
+    sentinel = aioredis.Redis(port=cluster.sentinels[0].port, socket_timeout=1)
+    baseline = await served_commands(node)
+    marks: dict[str, float] = {}
+    try:
+        while "served" not in marks:
+            now = time.monotonic()
+            assert now - killed_at < within, f"no failover within {within}s: {marks}"
+            if "promoted" not in marks:
+                _, port = await sentinel.sentinel_get_master_addr_by_name(cluster.master_name)
+                if int(port) == candidate:
+                    marks["promoted"] = now - killed_at
+            if await served_commands(node) > baseline:
+                marks["served"] = now - killed_at
+            await asyncio.sleep(0.01)
+    finally:
+        await node.aclose()
+        await sentinel.aclose()
+    return marks
+
+
+async def register(http: httpx.AsyncClient) -> str:
+    name = f"s{uuid.uuid4().hex[:10]}"
+    user = {"username": name, "email": f"{name}@example.com", "password": "x" * 12}
+    response = await http.post("/api/users", json={"user": user})
+    assert response.status_code == 201, response.text
+    token: str = response.json()["user"]["token"]
+    return token
+
+
+async def publish(http: httpx.AsyncClient, token: str) -> str:
+    article = {"title": f"Failover {uuid.uuid4().hex[:8]}", "description": "d", "body": "b"}
+    response = await http.post(
+        "/api/articles",
+        json={"article": article},
+        headers={"Authorization": f"Token {token}"},
+    )
+    assert response.status_code == 201, response.text
+    slug: str = response.json()["article"]["slug"]
+    return slug
+
+
+async def test_api_follows_a_sentinel_failover_under_load(
+    base_env: dict[str, str], postgres: PostgresServer, sentinel_cluster: SentinelCluster
+) -> None:
+    cluster = sentinel_cluster
+    old_port = cluster.primary_port()
+    replica_port = next(node.port for node in cluster.nodes if node.port != old_port)
+    env = {
+        **base_env,
+        "DATABASE_URL": fresh_database(postgres),
+        # The host is never used: the Sentinels say where the primary is. The db number is.
+        "REDIS_URL": "redis://not-used.invalid:6379/0",
+        "REDIS_SENTINELS": cluster.sentinel_addresses,
+        "REDIS_SENTINEL_MASTER": cluster.master_name,
+        "BREAKER_RESET_SECONDS": "0.5",
+        "RATE_LIMIT_ENABLED": "true",
+        "RATE_LIMIT_DEFAULT": "100000/minute",
+        "RATE_LIMIT_WRITE": "100000/minute",
+        "RATE_LIMIT_REGISTER": "1000/minute",
+        "RATE_LIMIT_LOGIN": "5/minute",
+    }
+    replica = aioredis.Redis(port=replica_port, socket_timeout=2)
+    with LiveServer(env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            slug = await publish(http, await register(http))
+            assert (await http.get(f"/api/articles/{slug}")).status_code == 200  # cached now
+            before = (await http.get("/health/detailed")).json()
+            assert before["checks"]["redis"]["topology"] == "sentinel"
+            assert before["checks"]["redis"]["primary"] == f"127.0.0.1:{old_port}"
+            assert before["rate_limiter"]["backend"] == "redis"
+            keys_before = set(await replica.keys(RATE_LIMIT_KEYS))  # replicated so far
+
+            load = Load(http, slug)
+            task = asyncio.create_task(load.run())
+            await asyncio.sleep(1.0)
+            served_before_kill = len(load.statuses)
+            killed_at = time.monotonic()
+            cluster.node(old_port).kill()
+            marks = await watch_failover(cluster, replica_port, killed_at, within=20)
+            await asyncio.sleep(1.5)  # load on the new primary for a while
+            load.running = False
+            await task
+
+            # New writes land on the new primary: a limiter key for a new client, a cache entry
+            # for a new article.
+            token = await register(http)
+            new_slug = await publish(http, token)
+            assert (await http.get(f"/api/articles/{new_slug}")).status_code == 200
+            assert await replica.exists(public_article_key(new_slug)) == 1
+            keys_after = set(await replica.keys(RATE_LIMIT_KEYS))
+            assert keys_after - keys_before, "no rate-limit key written on the new primary"
+            after = (await http.get("/health/detailed")).json()
+            role = await replica.execute_command("ROLE")
+    await replica.aclose()
+
+    print(
+        f"\nSentinel failover window: {marks['served']:.2f} s from SIGKILL to the first command "
+        f"served by the new primary (Sentinels named it after {marks['promoted']:.2f} s; "
+        f"down-after-milliseconds={cluster.down_after_ms}, BREAKER_RESET_SECONDS=0.5)"
+    )
+    assert role[0] == b"master"
+    assert after["checks"]["redis"]["status"] == "ok"
+    assert after["checks"]["redis"]["primary"] == f"127.0.0.1:{replica_port}"
+    assert after["rate_limiter"]["backend"] == "redis"
+
+    statuses = [status for _, status in load.statuses]
+    assert [s for s in statuses if s >= 500] == []
+    assert set(statuses) <= {200, 422, 429}, set(statuses)
+    assert len(statuses) > served_before_kill + 50  # it kept serving through the failover
+
+    lines = [json.loads(line) for line in server.lines if line.startswith("{")]
+    events = [(line.get("event"), line) for line in lines]
+    names = [name for name, _ in events]
+    fell_back = names.index("rate_limiter_fell_back_to_memory")
+    assert "rate_limiter_returned_to_redis" in names[fell_back:]
+    located = [line for name, line in events if name == "redis_primary_located"]
+    assert located[-1]["address"] == f"127.0.0.1:{replica_port}"
+    assert located[-1]["previous"] == f"127.0.0.1:{old_port}"
