@@ -47,7 +47,7 @@ from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
 from app.schemas.common import error_responses
 from app.services.articles import LIST_GENERATION_KEY, public_article_key
-from app.services.storage import DiskImageStorage
+from app.services.storage import build_image_storage
 from app.services.tags import TAGS_KEY
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def build_resources(
             instruments=CacheInstruments(metrics.cache_requests, metrics.retries),
         ),
         breakers=breakers,
-        image_storage=DiskImageStorage(settings.UPLOAD_DIR),
+        image_storage=build_image_storage(settings),
         # GET /api/tags is answered from the cache: its value comes back with the count.
         rate_limiter=RateLimiter(
             settings, redis, prefetch=cache_read_for, decisions=metrics.rate_limit_decisions
@@ -150,6 +150,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await wait_for_database(
         resources.engine, settings.DB_STARTUP_TIMEOUT, retries=resources.metrics.retries
     )
+    await resources.image_storage.start()
     shutdown = GracefulShutdown(
         settings.SHUTDOWN_DRAIN_SECONDS,
         settings.SHUTDOWN_GRACE_SECONDS,
@@ -167,6 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shutdown.uninstall()
         resources.draining = True
         await resources.redis.close()
+        await resources.image_storage.close()
         await resources.engine.dispose()
         if tracing is not None:
             await asyncio.to_thread(tracing.stop)

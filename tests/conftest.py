@@ -7,6 +7,7 @@ bound to the test's connection with savepoints, so the app's commits never outli
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from devstack.s3 import MotoS3Server
 from devstack.servers import PostgresServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,15 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3Server]:
+    """moto's S3 emulator (devstack/s3.py); tests use a bucket of their own, not a reset."""
+    if importlib.util.find_spec("moto") is None:
+        pytest.skip("moto's S3 server is not installed: pip install -e '.[dev]' (moto[server])")
+    with MotoS3Server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

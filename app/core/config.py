@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.redis_settings import redis_setting_problems
+from app.core.storage_settings import s3_setting_problems
 
 # Values that must never sign production tokens: the documented placeholders.
 PLACEHOLDER_SECRETS = frozenset(
@@ -134,6 +135,30 @@ class Settings(BaseSettings):
     UPLOAD_DIR: str = Field("./uploads", description="Where uploaded images are stored")
     UPLOAD_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted upload")
     UPLOAD_URL_PREFIX: str = Field("/uploads", description="Public URL path of stored images")
+    UPLOAD_STORAGE: Literal["local", "s3"] = Field(
+        "local", description="local: files under UPLOAD_DIR; s3: an S3-compatible bucket"
+    )
+    S3_ENDPOINT_URL: str | None = Field(
+        None, description="S3 API endpoint (MinIO, R2, moto...); unset = AWS for S3_REGION"
+    )
+    S3_BUCKET: str | None = Field(None, description="Bucket holding the images (UPLOAD_STORAGE=s3)")
+    S3_REGION: str = Field("us-east-1", description="Region the requests are signed for")
+    S3_ACCESS_KEY_ID: str | None = Field(None, description="Access key id (UPLOAD_STORAGE=s3)")
+    S3_SECRET_ACCESS_KEY: SecretStr | None = Field(
+        None, description="Secret access key (UPLOAD_STORAGE=s3); never logged"
+    )
+    S3_ADDRESSING_STYLE: Literal["auto", "path", "virtual"] = Field(
+        "path", description="path: endpoint/bucket/key (MinIO, moto); virtual: bucket.endpoint/key"
+    )
+    S3_PUBLIC_BASE_URL: str | None = Field(
+        None, description="Public URL of the bucket's objects; unset = presigned GET URLs"
+    )
+    S3_PRESIGN_SECONDS: int = Field(
+        3600, ge=1, le=604800, description="Lifetime of presigned GET URLs (SigV4 allows 7 days)"
+    )
+    S3_TIMEOUT_SECONDS: float = Field(
+        5.0, gt=0, description="Connect and read timeout of each S3 request"
+    )
 
     # --- shutdown ------------------------------------------------------------------------
     SHUTDOWN_DRAIN_SECONDS: float = Field(
@@ -238,9 +263,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
+        problems = s3_setting_problems(
+            storage=self.UPLOAD_STORAGE,
+            bucket=self.S3_BUCKET,
+            access_key_id=self.S3_ACCESS_KEY_ID,
+            has_secret=self.S3_SECRET_ACCESS_KEY is not None
+            and bool(self.S3_SECRET_ACCESS_KEY.get_secret_value()),
+            endpoint_url=self.S3_ENDPOINT_URL,
+            public_base_url=self.S3_PUBLIC_BASE_URL,
+        )
+        if problems:
+            # Wrong in every environment: there is no S3 storage without a bucket and keys.
+            raise ValueError("; ".join(problems))
         if self.APP_ENV != "production":
             return self
-        problems = []
         secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
         if not secret:
             problems.append("SECRET_KEY is required when APP_ENV=production")

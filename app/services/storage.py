@@ -1,9 +1,10 @@
-"""Where uploaded images live: a small interface and its local-disk implementation.
+"""Where uploaded images live: a small interface, its local-disk implementation, and the choice
+between it and the S3 one (app/services/s3_storage.py) made by UPLOAD_STORAGE.
 
 Names are content addresses (`<sha256>.<ext>`) chosen by the upload service; no name from a
-client reaches the file system, and `is_valid_name` is checked again before any lookup. An object
-store (S3, GCS) can replace the disk by implementing `ImageStorage`: `staging_file` gives a local
-scratch file to stream into, `publish` moves it to its final name (upload it, for a store).
+client reaches the file system, and `is_valid_name` is checked again before any lookup.
+`staging_file` gives a local scratch file to stream into, `publish` moves it to its final name
+(uploads it, for a store), `url` says where a client fetches it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 NAME_PATTERN = re.compile(r"^[0-9a-f]{64}\.(png|jpg|gif|webp)$")
 READ_CHUNK_BYTES = 64 * 1024
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+# Content-addressed, so a name's bytes never change.
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def is_valid_name(name: str) -> bool:
@@ -25,6 +32,12 @@ def is_valid_name(name: str) -> bool:
 
 
 class ImageStorage(Protocol):
+    async def start(self) -> None:
+        """Open what the storage needs (called once in the lifespan)."""
+
+    async def close(self) -> None:
+        """Release it (called once at shutdown)."""
+
     def staging_file(self) -> tuple[Path, IO[bytes]]:
         """A new, empty scratch file (blocking: call it from a worker thread)."""
 
@@ -37,11 +50,33 @@ class ImageStorage(Protocol):
     def read(self, name: str) -> AsyncIterator[bytes]:
         """The stored bytes, in chunks."""
 
+    async def url(self, name: str) -> str:
+        """Where a client fetches the stored image."""
+
+
+class DiskStaging:
+    """Scratch files under `<root>/.incoming`, where uploads stream in before publishing."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root.resolve() / ".incoming"
+
+    def new_file(self) -> tuple[Path, IO[bytes]]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        descriptor, path = tempfile.mkstemp(dir=self.dir, suffix=".part")
+        return Path(path), os.fdopen(descriptor, "wb")
+
 
 class DiskImageStorage:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, url_prefix: str = "/uploads") -> None:
         self.root = Path(root).resolve()
-        self.staging = self.root / ".incoming"
+        self.staging = DiskStaging(self.root)
+        self.url_prefix = url_prefix.rstrip("/")
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def _path(self, name: str) -> Path:
         if not is_valid_name(name):
@@ -50,9 +85,7 @@ class DiskImageStorage:
 
     def staging_file(self) -> tuple[Path, IO[bytes]]:
         # Staged next to the final files so publishing is an atomic rename on one file system.
-        self.staging.mkdir(parents=True, exist_ok=True)
-        descriptor, path = tempfile.mkstemp(dir=self.staging, suffix=".part")
-        return Path(path), os.fdopen(descriptor, "wb")
+        return self.staging.new_file()
 
     async def publish(self, staged: Path, name: str) -> None:
         target = self._path(name)
@@ -80,3 +113,15 @@ class DiskImageStorage:
                 yield chunk
         finally:
             await asyncio.to_thread(handle.close)
+
+    async def url(self, name: str) -> str:
+        return f"{self.url_prefix}/{name}"
+
+
+def build_image_storage(settings: Settings) -> ImageStorage:
+    if settings.UPLOAD_STORAGE == "s3":
+        # Imported only when chosen: aiobotocore costs ~600 ms and ~43 MB to import.
+        from app.services.s3_storage import S3ImageStorage
+
+        return S3ImageStorage(settings)
+    return DiskImageStorage(settings.UPLOAD_DIR, settings.UPLOAD_URL_PREFIX)

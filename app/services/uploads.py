@@ -159,11 +159,10 @@ def multipart_boundary(content_type: str | None) -> bytes:
 
 
 class UploadService:
-    def __init__(self, storage: ImageStorage, max_bytes: int, url_prefix: str) -> None:
+    def __init__(self, storage: ImageStorage, max_bytes: int) -> None:
         self.storage = storage
         self.max_bytes = max_bytes
         self.max_body_bytes = max_bytes + MULTIPART_OVERHEAD_BYTES
-        self.url_prefix = url_prefix.rstrip("/")
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(f"file must be at most {self.max_bytes} bytes")
@@ -183,7 +182,7 @@ class UploadService:
             await self.storage.publish(staged, name)
         finally:
             await asyncio.to_thread(_discard, handle, staged)
-        return StoredImage(name, f"{self.url_prefix}/{name}", writer.size, image_type)
+        return StoredImage(name, await self.storage.url(name), writer.size, image_type)
 
     async def _receive(
         self, field: _FileField, body: AsyncIterator[bytes], writer: _HashingWriter

@@ -15,13 +15,12 @@ from app.api.deps import CurrentUser, ResourcesDep
 from app.core.error_handlers import BadRequestError, NotFoundError
 from app.schemas.common import error_responses
 from app.schemas.uploads import UploadResponse
-from app.services.storage import ImageStorage, is_valid_name
+from app.services.storage import IMMUTABLE, ImageStorage, is_valid_name
 from app.services.uploads import FIELD, TYPES_BY_EXTENSION, UploadService
 
 router = APIRouter(tags=["Uploads"])
 files_router = APIRouter(tags=["Uploads"])
 
-IMMUTABLE = "public, max-age=31536000, immutable"
 MULTIPART_BODY = {
     "requestBody": {
         "required": True,
@@ -47,7 +46,7 @@ ImageStorageDep = Annotated[ImageStorage, Depends(get_image_storage)]
 
 def get_upload_service(resources: ResourcesDep, storage: ImageStorageDep) -> UploadService:
     settings = resources.settings
-    return UploadService(storage, settings.UPLOAD_MAX_BYTES, settings.UPLOAD_URL_PREFIX)
+    return UploadService(storage, settings.UPLOAD_MAX_BYTES)
 
 
 def _content_length(request: Request) -> int | None:
@@ -65,7 +64,7 @@ def _content_length(request: Request) -> int | None:
     response_model=UploadResponse,
     summary="Upload a PNG, JPEG, GIF or WebP image (multipart field `file`)",
     openapi_extra=MULTIPART_BODY,
-    responses=error_responses(400, 401, 413, 415),
+    responses=error_responses(400, 401, 413, 415, 503),
 )
 async def upload_image(
     request: Request,
@@ -82,7 +81,7 @@ async def upload_image(
     "/{name}",
     response_class=StreamingResponse,
     summary="A stored image, byte for byte",
-    responses={200: {"content": {"image/*": {}}}, **error_responses(404)},
+    responses={200: {"content": {"image/*": {}}}, **error_responses(404, 503)},
 )
 async def serve_image(
     name: str,
