@@ -38,6 +38,14 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _asyncpg_url(value: str) -> str:
+    if value.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + value.split("://", 1)[1]
+    if not value.startswith("postgresql+asyncpg://"):
+        raise ValueError("must start with postgresql+asyncpg://")
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -80,6 +88,19 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds start-up waits for Postgres (backoff) before serving"
     )
     DB_ECHO: bool = Field(False, description="Log every SQL statement (development only)")
+    DATABASE_REPLICA_URLS: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated streaming-replica URLs for GET reads; empty = primary only",
+    )
+    DATABASE_REPLICA_MAX_LAG_SECONDS: float = Field(
+        5.0, gt=0, le=300, description="A replica further behind than this serves no reads"
+    )
+    DATABASE_REPLICA_CHECK_SECONDS: float = Field(
+        1.0, gt=0, le=10, description="How often each worker measures every replica's lag"
+    )
+    DATABASE_REPLICA_POOL_SIZE: int = Field(
+        5, ge=1, description="Connections kept open per replica per worker (as many overflow)"
+    )
 
     # --- redis ---------------------------------------------------------------------------
     REDIS_URL: str | None = Field(None, description="redis://host:port/db; unset = in-process")
@@ -233,11 +254,17 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_URL")
     @classmethod
     def _asyncpg_url(cls, value: str) -> str:
-        if value.startswith(("postgres://", "postgresql://")):
-            return "postgresql+asyncpg://" + value.split("://", 1)[1]
-        if not value.startswith("postgresql+asyncpg://"):
-            raise ValueError("must start with postgresql+asyncpg://")
-        return value
+        return _asyncpg_url(value)
+
+    @field_validator("DATABASE_REPLICA_URLS", mode="before")
+    @classmethod
+    def _replica_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("DATABASE_REPLICA_URLS")
+    @classmethod
+    def _asyncpg_replica_urls(cls, value: list[str]) -> list[str]:
+        return [_asyncpg_url(url) for url in value]
 
     @field_validator("CORS_ORIGINS")
     @classmethod
