@@ -12,6 +12,7 @@ observability package).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -57,15 +58,21 @@ class Cache:
         ttl_seconds: int,
         prefetched: Mapping[str, Any] | None = None,
         instruments: CacheInstruments | None = None,
+        redelete_after: float | None = None,
     ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.prefetched = prefetched
         self.instruments = instruments or CacheInstruments()
+        # With read replicas: a reader served by a replica that has not replayed a write yet
+        # can put the old value back after its invalidation. Deleting once more when every
+        # replica allowed to serve has it (the read-your-writes window) bounds a stale entry
+        # to that window instead of the TTL. See docs/read-replicas.md.
+        self.redelete_after = redelete_after
 
     def with_prefetched(self, prefetched: Mapping[str, Any]) -> Cache:
         """This cache for one request, answering `get` for keys already read from Redis."""
-        return Cache(self.redis, self.ttl, prefetched, self.instruments)
+        return Cache(self.redis, self.ttl, prefetched, self.instruments, self.redelete_after)
 
     async def get(self, key: str, *, name: str) -> Any | None:
         raw = await self.get_raw(key, name=name)
@@ -125,6 +132,8 @@ class Cache:
     async def delete(self, *keys: str) -> None:
         if not self.redis.enabled or not keys:
             return
+        if self.redelete_after is not None:
+            delete_again_later(self, keys, self.redelete_after)
         try:
             await self.redis.execute("DEL", *keys)
         except RedisUnavailableError:
@@ -141,6 +150,19 @@ class Cache:
         if value is not None:
             await self.set(key, value, ttl)
         return value
+
+
+_LATER: set[asyncio.Task[None]] = set()  # strong references until each task is done
+
+
+def delete_again_later(cache: Cache, keys: tuple[str, ...], delay: float) -> None:
+    async def again() -> None:
+        await asyncio.sleep(delay)
+        await Cache(cache.redis, cache.ttl, instruments=cache.instruments).delete(*keys)
+
+    task = asyncio.get_running_loop().create_task(again())
+    _LATER.add(task)
+    task.add_done_callback(_LATER.discard)
 
 
 _PENDING = "cache_invalidations"

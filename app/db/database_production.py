@@ -60,11 +60,19 @@ def is_database_unavailable(error: BaseException) -> bool:
     return isinstance(error, UNAVAILABLE_ERRORS)
 
 
-def create_engine(settings: Settings, metrics: AppMetrics | None = None) -> AsyncEngine:
+def create_engine(
+    settings: Settings,
+    metrics: AppMetrics | None = None,
+    *,
+    url: str | None = None,
+    pool_size: int | None = None,
+) -> AsyncEngine:
+    """The primary's engine; with `url` and `pool_size`, a replica's (`pool_size` connections
+    kept, as many again in overflow)."""
     engine = create_async_engine(
-        settings.DATABASE_URL,
-        pool_size=settings.DB_POOL_SIZE,
-        max_overflow=settings.DB_MAX_OVERFLOW,
+        url or settings.DATABASE_URL,
+        pool_size=pool_size or settings.DB_POOL_SIZE,
+        max_overflow=pool_size if pool_size is not None else settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
         pool_recycle=settings.DB_POOL_RECYCLE,
         echo=settings.DB_ECHO,

@@ -51,12 +51,15 @@ class Record(asyncpg.Record):  # type: ignore[misc]
             raise AttributeError(name) from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadConnection:
     """A pooled asyncpg connection held for one request's reads, outside any ORM session."""
 
     driver: Any  # asyncpg.Connection
     invalidate: Callable[[], Awaitable[None]]  # drop it from the pool: it cannot be trusted
+    # On a replica: rebinds this to a primary connection, so that a read the replica failed
+    # is run again there, once. Each read is one autocommit SELECT: re-running it is safe.
+    fallback: Callable[[ReadConnection], Awaitable[None]] | None = None
 
 
 ReadSource = AsyncSession | ReadConnection
@@ -97,8 +100,24 @@ async def fetch(
         raise ValidationFailedError(DATA_ERROR_MESSAGE, code="invalid_value") from error
     except _BROKEN_CONNECTION:
         await invalidate()
+        if isinstance(source, ReadConnection) and source.fallback is not None:
+            return await _again_on_primary(source, statement, params)
+        raise
+    except asyncpg.SerializationError:
+        # On a hot standby: "canceling statement due to conflict with recovery".
+        if isinstance(source, ReadConnection) and source.fallback is not None:
+            return await _again_on_primary(source, statement, params)
         raise
     return rows
+
+
+async def _again_on_primary(
+    source: ReadConnection, statement: CompiledRead, params: Mapping[str, Any]
+) -> Sequence[Record]:
+    fallback, source.fallback = source.fallback, None
+    assert fallback is not None
+    await fallback(source)
+    return await fetch(source, statement, params)
 
 
 async def fetch_one(
