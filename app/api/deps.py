@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
+from app.api.replica_reads import open_replica_reads
 from app.api.state import Resources
 from app.core.config import Settings
 from app.core.error_handlers import DatabaseUnavailableError, UnauthorizedError
@@ -102,8 +103,22 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     failed commit becomes an error response instead of a 200 for lost data.
     """
     read_only = request.method in READ_METHODS
-    async with open_session(resources_of(request), read_only=read_only) as session:
+    resources = resources_of(request)
+    async with open_session(resources, read_only=read_only) as session:
         yield session
+    if not read_only and resources.recent_writers is not None:
+        await _remember_writer(request, resources)
+
+
+async def _remember_writer(request: Request, resources: Resources) -> None:
+    """With replicas: the signed-in writer reads the primary for a while (read-your-writes)."""
+    assert resources.recent_writers is not None
+    try:
+        user_id = _user_id_from(request.headers.get("authorization"), request)
+    except UnauthorizedError:
+        return
+    if user_id is not None:
+        await resources.recent_writers.mark(user_id)
 
 
 async def _rollback_quietly(session: AsyncSession) -> None:
@@ -117,18 +132,26 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 @asynccontextmanager
-async def open_read_connection(resources: Resources) -> AsyncIterator[ReadConnection]:
+async def open_read_connection(
+    resources: Resources, viewer_id: int | None = None
+) -> AsyncIterator[ReadConnection]:
     """A pooled connection for a GET route's reads, with no ORM session around it.
 
     No transaction either (the reads are single statements, autocommit). When sessions are
     bound to a caller's connection (tests wrap each test in a transaction), reads use that
     connection, so they see what the test wrote. Checked out through the database breaker and
-    mapped to a 503 when Postgres is unavailable, like `open_session`.
+    mapped to a 503 when Postgres is unavailable, like `open_session`. With replicas
+    configured, `app.api.replica_reads` decides where the reads go (`viewer_id`: the signed-in
+    reader, for read-your-writes).
     """
     bind = resources.session_factory.kw.get("bind")
     if isinstance(bind, AsyncConnection):
         pooled = await bind.get_raw_connection()
         yield ReadConnection(pooled.driver_connection, bind.invalidate)
+        return
+    if resources.replicas is not None:
+        async with open_replica_reads(resources, resources.replicas, viewer_id) as connection:
+            yield connection
         return
     try:
         pooled = await resources.breakers["database"].call(resources.engine.raw_connection)
@@ -150,7 +173,9 @@ async def open_read_connection(resources: Resources) -> AsyncIterator[ReadConnec
         await greenlet_spawn(pooled.close)  # back to the pool (a no-op when invalidated)
 
 
-def read_connection(request: Request) -> AbstractAsyncContextManager[ReadConnection]:
+def read_connection(
+    request: Request, viewer_id: int | None = None
+) -> AbstractAsyncContextManager[ReadConnection]:
     """For GET routes whose reads all go through `app.repositories.driver`:
     `async with read_connection(request) as connection: ...` in the endpoint.
 
@@ -158,7 +183,7 @@ def read_connection(request: Request) -> AbstractAsyncContextManager[ReadConnect
     cancel scope shielding its exit, about 20 us a request on the hottest reads. In the
     endpoint, the connection also goes back to the pool before the response model is built.
     """
-    return open_read_connection(resources_of(request))
+    return open_read_connection(resources_of(request), viewer_id)
 
 
 # --- authentication -------------------------------------------------------------------------

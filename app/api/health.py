@@ -122,6 +122,9 @@ async def readiness(resources: ResourcesDep) -> Response:
     checks = await _dependency_checks(resources)
     failing = _failing_required(checks, resources.settings.REDIS_REQUIRED)
     body = {name: result.as_dict() for name, result in checks.items()}
+    if resources.replicas is not None:
+        # Reported, never required: while the primary answers, reads fall back to it.
+        body["replicas"] = {"status": "reported", "replicas": resources.replicas.status()}
     if failing:
         messages = [f"{name} is unavailable" for name in failing]
         return JSONResponse(
@@ -151,13 +154,18 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
     database = checks["database"].as_dict()
     database["pool"] = database_pool(resources.engine)
     settings = resources.settings
+    replicas = resources.replicas.status() if resources.replicas is not None else []
+    status = _overall_status(checks, settings.REDIS_REQUIRED)
+    if status == "ok" and any(replica["status"] != "ok" for replica in replicas):
+        status = "degraded"  # the primary serves the reads a replica cannot
     return {
-        "status": _overall_status(checks, settings.REDIS_REQUIRED),
+        "status": status,
         "version": settings.APP_VERSION,
         "environment": settings.APP_ENV,
         "uptime_seconds": round(time.monotonic() - resources.started_at, 1),
         "draining": resources.draining,
         "checks": {"database": database, "redis": checks["redis"].as_dict()},
+        "replicas": replicas,
         "circuit_breakers": {name: b.state.value for name, b in resources.breakers.items()},
         "rate_limiter": resources.rate_limiter.status() if resources.rate_limiter else None,
         "system": await asyncio.to_thread(system.snapshot),

@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.db.cache import Cache
+from app.db.recent_writes import RecentWriters
 from app.db.redis import RedisService
+from app.db.replicas import ReplicaSet
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
@@ -27,6 +29,9 @@ class Resources:
     breakers: dict[str, CircuitBreaker]
     image_storage: ImageStorage
     rate_limiter: RateLimiter | None = None
+    # Both None without DATABASE_REPLICA_URLS: every read goes to the primary.
+    replicas: ReplicaSet | None = None
+    recent_writers: RecentWriters | None = None
     started_at: float = field(default_factory=time.monotonic)
     # Set when shutdown begins: readiness answers 503 from then on.
     draining: bool = False

@@ -48,7 +48,7 @@ async def list_articles(
 ) -> ArticleListResponse | Response:
     page = await service.list_response(
         await get_cache(request),
-        functools.partial(read_connection, request),
+        functools.partial(read_connection, request, viewer_id),
         viewer_id=viewer_id,
         query=service.ListQuery(
             tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
@@ -61,7 +61,7 @@ async def list_articles(
 async def feed(
     request: Request, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
 ) -> ArticleListResponse:
-    async with read_connection(request) as connection:
+    async with read_connection(request, viewer_id) as connection:
         return await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
 
 
@@ -88,7 +88,10 @@ async def get_article(
     slug: Slug, viewer_id: OptionalUserId, request: Request
 ) -> ArticleResponse | Response:
     article = await service.article_response(
-        await get_cache(request), functools.partial(read_connection, request), slug, viewer_id
+        await get_cache(request),
+        functools.partial(read_connection, request, viewer_id),
+        slug,
+        viewer_id,
     )
     return _as_sent(article)
 

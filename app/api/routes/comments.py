@@ -25,7 +25,7 @@ router = APIRouter(
 async def list_comments(
     slug: Slug, viewer_id: OptionalUserId, request: Request
 ) -> CommentListResponse:
-    async with read_connection(request) as connection:
+    async with read_connection(request, viewer_id) as connection:
         comments = await service.list_comments(connection, slug, viewer_id)
     return CommentListResponse(comments=comments)
 
