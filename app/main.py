@@ -31,7 +31,9 @@ from app.db.database_production import (
     create_session_factory,
     wait_for_database,
 )
+from app.db.recent_writes import RecentWriters, window_seconds
 from app.db.redis import REDIS_ERRORS, RedisService
+from app.db.replicas import build_replica_set
 from app.middleware.body_limit import BodySizeLimitMiddleware
 from app.middleware.cors import OriginAwareCORSMiddleware
 from app.middleware.forwarded import ForwardedHeadersMiddleware
@@ -98,6 +100,15 @@ def build_resources(
     }
     tracer = tracing.tracer("app.db.redis") if tracing is not None else None
     redis = RedisService(settings, breakers["redis"], tracer)
+    replicas = build_replica_set(
+        settings,
+        engine,
+        lambda name: breakers.setdefault(
+            name, _breaker(name, settings, metrics, failure_types=CONNECTION_ERRORS)
+        ),
+    )
+    # How long a replica allowed to serve may still miss a write (docs/read-replicas.md).
+    window = None if replicas is None else window_seconds(replicas.max_lag, replicas.interval)
     return Resources(
         settings=settings,
         metrics=metrics,
@@ -108,6 +119,7 @@ def build_resources(
             redis,
             settings.CACHE_TTL_SECONDS,
             instruments=CacheInstruments(metrics.cache_requests, metrics.retries),
+            redelete_after=window,
         ),
         breakers=breakers,
         image_storage=build_image_storage(settings),
@@ -115,6 +127,8 @@ def build_resources(
         rate_limiter=RateLimiter(
             settings, redis, prefetch=cache_read_for, decisions=metrics.rate_limit_decisions
         ),
+        replicas=replicas,
+        recent_writers=None if window is None else RecentWriters(redis, window),
     )
 
 
@@ -160,11 +174,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gauges = asyncio.create_task(
         keep_worker_gauges_fresh(resources.metrics, resources.engine, settings)
     )
+    replica_checks = None
+    if resources.replicas is not None:
+        await resources.replicas.refresh()  # reads use a replica from the first request on
+        replica_checks = asyncio.create_task(resources.replicas.run())
     freeze_startup_objects()
     try:
         yield
     finally:
         gauges.cancel()
+        if replica_checks is not None and resources.replicas is not None:
+            replica_checks.cancel()
+            await resources.replicas.dispose()
         shutdown.uninstall()
         resources.draining = True
         await resources.redis.close()
