@@ -125,7 +125,7 @@ class PostgresServer:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            "-c max_connections=200 -c wal_level=replica -c max_wal_senders=10"
         )
         self._run(
             "pg_ctl",
@@ -170,6 +170,10 @@ class PostgresServer:
             """,
             database,
         )
+
+    def query(self, sql: str, database: str = "postgres") -> str:
+        """One statement through psql; its rows as unaligned text."""
+        return self._psql(sql, database).strip()
 
     def _psql(self, sql: str, database: str = "postgres") -> str:
         result = self._run(
