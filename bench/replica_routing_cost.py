@@ -1,0 +1,95 @@
+"""What routing a GET's reads costs per request: `python -m bench.replica_routing_cost`.
+
+Starts a throwaway Redis (devstack) and times, in one process, the three cases of
+`app.api.replica_reads.choose_replica`:
+- no replica configured: `open_read_connection` tests one attribute and goes on as before;
+- anonymous reader with a replica: `ReplicaSet.pick()`, no I/O;
+- signed-in reader with a replica: `pick()` plus the read-your-writes look-up, one EXISTS on
+  the pipelined Redis connection (the round trip to a local Redis is most of it).
+Each figure is the median of several rounds of N sequential calls: wall-clock and CPU
+microseconds per call.
+docs/read-replicas.md ("Cost") has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from app.core.config import Settings
+from app.db.recent_writes import RecentWriters
+from app.db.redis import REDIS_ERRORS, RedisService
+from app.db.replicas import Replica, ReplicaSet
+from app.resilience.circuit_breaker import CircuitBreaker
+from devstack.servers import RedisServer, free_port
+
+
+async def _per_call(
+    call: Callable[[], Awaitable[Any]], calls: int, rounds: int
+) -> tuple[float, float]:
+    """Median wall-clock and CPU microseconds per call (CPU: this process only)."""
+    wall, cpu = [], []
+    for _ in range(rounds):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            await call()
+        wall.append((time.perf_counter() - started) / calls * 1e6)
+        cpu.append((time.process_time() - started_cpu) / calls * 1e6)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+async def measure(redis_url: str, calls: int, rounds: int) -> dict[str, tuple[float, float]]:
+    settings = Settings(_env_file=None, REDIS_URL=redis_url)
+    redis = RedisService(settings, CircuitBreaker("redis", failure_types=REDIS_ERRORS))
+    breaker = CircuitBreaker("replica-0")
+    replica = Replica("replica-0", "-", None, breaker, 0.0, None, True)  # type: ignore[arg-type]
+    replicas = ReplicaSet([replica], None, max_lag=5, interval=1)  # type: ignore[arg-type]
+    replicas._usable = (replica,)  # as a successful check leaves it
+    writers = RecentWriters(redis, 7.0)
+    holder: Any = type("Resources", (), {"replicas": None})()
+
+    async def unconfigured() -> None:
+        if holder.replicas is not None:
+            raise AssertionError
+
+    async def anonymous() -> None:
+        replicas.pick()
+
+    async def signed_in() -> None:
+        if replicas.pick() is not None:
+            await writers.wrote_recently(42)
+
+    await writers.wrote_recently(42)  # connect first
+    try:
+        return {
+            "no replica configured": await _per_call(unconfigured, calls, rounds),
+            "anonymous, replica set": await _per_call(anonymous, calls, rounds),
+            "signed in, replica set": await _per_call(signed_in, calls, rounds),
+        }
+    finally:
+        await redis.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="routing-cost-")))
+    server.start()
+    try:
+        figures = asyncio.run(measure(server.url, args.calls, args.rounds))
+    finally:
+        server.stop()
+    for name, (wall, cpu) in figures.items():
+        print(f"{name:<24} {wall:8.2f} us wall, {cpu:8.2f} us CPU per request")
+
+
+if __name__ == "__main__":
+    main()
