@@ -38,9 +38,11 @@ from app.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
 log = get_logger(__name__)
 T = TypeVar("T")
 
-# What a dead or slow Redis raises (redis' TimeoutError subclasses its ConnectionError family).
+# What a dead or slow Redis raises (redis' TimeoutError subclasses its ConnectionError family),
+# and NOPERM: an ACL user missing a command or the key prefix makes Redis unusable, not a 500.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis_exc.ConnectionError,
+    redis_exc.NoPermissionError,
     redis_exc.TimeoutError,
     redis_exc.BusyLoadingError,
     ConnectionError,
@@ -67,6 +69,7 @@ class RedisService:
         self.endpoint: RedisEndpoint | None = endpoint_from_settings(settings)
         self.sentinel: Sentinel | None = None
         self.primary: tuple[str, int] | None = None  # with Sentinel: where it was last found
+        self.last_error: str | None = None  # the last command's failure, for health
         endpoint = self.endpoint
         if endpoint is not None:
             self.sentinel = sentinel_for(endpoint)
@@ -138,7 +141,9 @@ class RedisService:
         except CircuitOpenError as exc:
             raise RedisUnavailableError(str(exc)) from exc
         except REDIS_ERRORS as exc:
-            raise RedisCommandFailedError(f"{type(exc).__name__}: {exc}") from exc
+            # Kept for health: once the breaker is open, its checks only say "open".
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise RedisCommandFailedError(self.last_error) from exc
 
     async def ping(self) -> float:
         """Round-trip time in milliseconds; raises RedisUnavailableError."""

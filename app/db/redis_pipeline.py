@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
@@ -44,7 +45,10 @@ import hiredis
 from redis import exceptions as redis_exc
 from redis._parsers.base import BaseParser
 
+from app.core.logging_config import get_logger
 from app.db.redis_connection import RedisEndpoint, endpoint_from_url
+
+log = get_logger(__name__)
 
 Arg = bytes | str | int | float
 
@@ -218,7 +222,9 @@ class PipelinedRedis:
         self._port = target.port
         self._ssl = target.tls.context() if target.tls is not None else None
         self._locate = locate
-        self._handshake = _handshake(target, confirm_primary=locate is not None)
+        self._handshake = _handshake(
+            target, confirm_primary=locate is not None, confirm_tls=self._ssl is not None
+        )
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
@@ -288,17 +294,39 @@ class PipelinedRedis:
                 except BaseException:
                     conn.abort(redis_exc.ConnectionError, "Redis handshake failed")
                     raise
-        except redis_exc.ConnectionError:
-            raise  # AuthenticationError, BusyLoadingError, ...: already what callers expect.
+        except redis_exc.ConnectionError as exc:
+            # AuthenticationError, BusyLoadingError, ...: already what callers expect.
+            self._log_failure(exc)
+            raise
         except (OSError, redis_exc.RedisError) as exc:  # OSError includes the timeout.
             where = self._path or f"{self._host}:{self._port}"
             message = f"cannot connect to Redis at {where}: {type(exc).__name__}: {exc}"
+            self._log_failure(exc)
             raise redis_exc.ConnectionError(message) from exc
         if self._closed:
             conn.abort(redis_exc.ConnectionError, "Redis client closed")
             raise redis_exc.ConnectionError("Redis client closed")
         self._conn = conn
         return conn
+
+    def _log_failure(self, exc: BaseException) -> None:
+        """One line per failed connect (the breaker spaces them out once it is open), saying
+        why: a wrong password or an unverifiable certificate is a setting to fix, not an
+        outage to wait for."""
+        if isinstance(exc, redis_exc.AuthenticationError | redis_exc.AuthorizationError):
+            reason = "authentication"
+        elif isinstance(exc, ssl.SSLError) or "[SSL" in str(exc):
+            reason = "tls"
+        elif isinstance(exc, TimeoutError | redis_exc.TimeoutError):
+            reason = "timeout"
+        else:
+            reason = "unreachable"
+        log.warning(
+            "redis_connection_failed",
+            address=self._path or f"{self._host}:{self._port}",
+            reason=reason,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
     async def _open_connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -317,7 +345,8 @@ class PipelinedRedis:
         return conn
 
     async def _run_handshake(self, conn: _Connection) -> None:
-        """AUTH, SELECT and (Sentinel) ROLE, pipelined, answered before any caller's command."""
+        """AUTH, SELECT, (TLS) PING and (Sentinel) ROLE, pipelined, answered before any
+        caller's command."""
         if not self._handshake:
             return
         futures = [conn.request(payload) for payload in self._handshake]
@@ -333,7 +362,7 @@ class PipelinedRedis:
                 raise redis_exc.ConnectionError(f"Redis at {where} is a {role!r}, not the primary")
 
 
-def _handshake(endpoint: RedisEndpoint, *, confirm_primary: bool) -> list[bytes]:
+def _handshake(endpoint: RedisEndpoint, *, confirm_primary: bool, confirm_tls: bool) -> list[bytes]:
     commands: list[bytes] = []
     if endpoint.password is not None:
         # AUTH with a username needs Redis 6's ACLs; without one it works everywhere.
@@ -345,6 +374,10 @@ def _handshake(endpoint: RedisEndpoint, *, confirm_primary: bool) -> list[bytes]
         commands.append(_pack_command(auth))
     if endpoint.db != 0:
         commands.append(_pack_command(("SELECT", endpoint.db)))
+    if confirm_tls and not commands:
+        # With TLS 1.3 a server that refuses the client's certificate says so after the
+        # handshake: one reply proves the connection usable before callers' commands go out.
+        commands.append(_pack_command(("PING",)))
     if confirm_primary:
         commands.append(_pack_command(("ROLE",)))
     return commands

@@ -49,7 +49,8 @@ async def check_redis(redis: RedisService, limit: float = CHECK_TIMEOUT_SECONDS)
             latency = await redis.ping()
     except (RedisUnavailableError, TimeoutError) as exc:
         error = str(exc) or type(exc).__name__
-        return CheckResult("down", error=error, details=redis.describe())
+        details = {**redis.describe(), "last_error": redis.last_error}
+        return CheckResult("down", error=error, details=details)
     return CheckResult("ok", latency_ms=round(latency, 2), details=redis.describe())
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import redis.asyncio as aioredis
 from app.services.articles import public_article_key
 from devstack.redis_sentinel import SentinelCluster, sentinel_binary_available
 from devstack.servers import PostgresServer, free_port
+from tests.support.content import publish, register
 from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
 
@@ -101,27 +101,6 @@ async def watch_failover(
         await node.aclose()
         await sentinel.aclose()
     return marks
-
-
-async def register(http: httpx.AsyncClient) -> str:
-    name = f"s{uuid.uuid4().hex[:10]}"
-    user = {"username": name, "email": f"{name}@example.com", "password": "x" * 12}
-    response = await http.post("/api/users", json={"user": user})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["user"]["token"]
-    return token
-
-
-async def publish(http: httpx.AsyncClient, token: str) -> str:
-    article = {"title": f"Failover {uuid.uuid4().hex[:8]}", "description": "d", "body": "b"}
-    response = await http.post(
-        "/api/articles",
-        json={"article": article},
-        headers={"Authorization": f"Token {token}"},
-    )
-    assert response.status_code == 201, response.text
-    slug: str = response.json()["article"]["slug"]
-    return slug
 
 
 async def test_api_follows_a_sentinel_failover_under_load(
