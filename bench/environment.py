@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from devstack.postgres_replica import PostgresReplica
 from devstack.servers import PostgresServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,14 @@ class Services:
     database_url: str
     redis_url: str
     postgres: PostgresServer  # to stop and start it under load (bench/slo_plot.py's outage)
+    replica_url: str | None = None  # `--replica`: a streaming replica serving the GET reads
 
 
 @contextmanager
-def services(workdir: Path) -> Iterator[Services]:
+def services(workdir: Path, *, replica: bool = False) -> Iterator[Services]:
     postgres = PostgresServer(workdir / "pg" / "data", free_port())
     redis = RedisServer(free_port(), workdir / "redis")
+    standby = PostgresReplica(workdir / "replica" / "data", free_port(), postgres)
     try:
         postgres.start()
         postgres.create_database(DATABASE)
@@ -52,9 +55,16 @@ def services(workdir: Path) -> Iterator[Services]:
             check=True,
             capture_output=True,
         )
-        yield Services(database_url=url, redis_url=redis.url, postgres=postgres)
+        replica_url = None
+        if replica:  # started as the tests start theirs (pg_basebackup -R), once migrated
+            standby.start()
+            standby.wait_streaming()
+            replica_url = standby.url(DATABASE)
+        yield Services(url, redis.url, postgres, replica_url)
     finally:
         redis.stop()
+        if standby.initialised():
+            standby.stop("immediate")
         postgres.stop("immediate")
 
 
@@ -92,6 +102,9 @@ def production_env(services: Services, workdir: Path, *, workers: int) -> dict[s
         # And its keep-alive: longer than a proxy's pooled connections (bench/proxy_hop.py).
         "UVICORN_TIMEOUT_KEEP_ALIVE": IMAGE_KEEP_ALIVE,
     }
+    if services.replica_url is not None:
+        env["DATABASE_REPLICA_URLS"] = services.replica_url
+        env["DATABASE_REPLICA_POOL_SIZE"] = env["DB_POOL_SIZE"]  # the reads move there
     if workers > 1:
         metrics_dir = workdir / f"prometheus-{workers}"
         metrics_dir.mkdir(parents=True, exist_ok=True)

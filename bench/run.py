@@ -50,6 +50,7 @@ class Options:
     two_workers: bool
     chart: Path
     results: Path
+    replica: bool = False
 
 
 def parse(argv: list[str]) -> Options:
@@ -63,6 +64,11 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker runs")
     parser.add_argument("--chart", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=BENCH / "results")
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="also start a streaming replica and set DATABASE_REPLICA_URLS to it",
+    )
     ns = parser.parse_args(argv)
     only = frozenset(w.strip() for w in ns.only.split(",")) if ns.only else None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -74,6 +80,7 @@ def parse(argv: list[str]) -> Options:
         two_workers=not ns.no_two_workers,
         chart=ns.chart or ns.results / f"{stamp}.png",
         results=ns.results / stamp,
+        replica=ns.replica,
     )
 
 
@@ -271,12 +278,13 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.time) 
         "duration_s": options.duration,
         "warmup_s": options.warmup,
         "connections": options.connections,
+        "replica": options.replica,
         "started_at": clock(),
         "loadavg_before": os.getloadavg(),
     }
     sys.stderr.write(f"bench: {bench.tool}, {options.duration}s per workload, workdir {workdir}\n")
     try:
-        with services(workdir) as svc:
+        with services(workdir, replica=options.replica) as svc:
             bench.run(svc)
     finally:
         meta["loadavg_after"] = os.getloadavg()
