@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +211,74 @@ def test_migration_job_runs_alembic_with_the_app_image(container: dict[str, Any]
     assert migrate["command"] == ["alembic", "upgrade", "head"]
     assert migrate["image"] == container["image"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+# --- the s3 overlay (deploy/k8s-overlays/s3): rendered by kustomize, validated like the base ---
+
+OVERLAY = ROOT / "deploy" / "k8s-overlays" / "s3"
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIR`'s documents (kustomize is built into kubectl)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (Debian package kubernetes-client)")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def overlay() -> list[dict[str, Any]]:
+    return kustomize(OVERLAY)
+
+
+def only(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [document] = [doc for doc in documents if doc["kind"] == kind]
+    return document
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_s3_overlay_renders_and_validates_strictly(
+    overlay: list[dict[str, Any]], version: str
+) -> None:
+    for document in [*overlay, *yaml.safe_load_all((OVERLAY / "secret.example.yaml").read_text())]:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_s3_overlay_is_the_base_without_a_shared_volume(overlay: list[dict[str, Any]]) -> None:
+    base = kustomize(K8S)
+    kinds = {doc["kind"] for doc in overlay}
+    assert kinds == {doc["kind"] for doc in base} - {"PersistentVolumeClaim"}
+    assert "PersistentVolumeClaim" in {doc["kind"] for doc in base}
+    pod = only(overlay, "Deployment")["spec"]["template"]["spec"]
+    assert all("emptyDir" in volume for volume in pod["volumes"]), pod["volumes"]
+    assert "persistentVolumeClaim" not in str(overlay)
+    base_pod = only(base, "Deployment")["spec"]["template"]["spec"]
+    # Nothing else of the pod changes: same containers, probes, security context.
+    assert pod["containers"] == base_pod["containers"]
+    assert pod["securityContext"] == base_pod["securityContext"]
+
+
+def test_s3_overlay_settings_start_the_app_only_with_the_secrets_keys(
+    overlay: list[dict[str, Any]],
+) -> None:
+    config = {str(k): str(v) for k, v in only(overlay, "ConfigMap")["data"].items()}
+    assert config["UPLOAD_STORAGE"] == "s3"
+    assert not set(config) - set(Settings.model_fields) - NON_SETTINGS
+    secret_keys = yaml.safe_load((OVERLAY / "secret.example.yaml").read_text())["stringData"]
+    keys = {name: secret_keys[name] for name in ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")}
+    strong = "9f2b7c41d0e8a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5"
+    settings = Settings(_env_file=None, **config, **keys, SECRET_KEY=strong)  # type: ignore[arg-type]
+    assert settings.UPLOAD_STORAGE == "s3"
+    assert settings.S3_PUBLIC_BASE_URL
+    with pytest.raises(ValidationError, match="S3_SECRET_ACCESS_KEY is required"):
+        Settings(_env_file=None, **config, SECRET_KEY=strong)  # type: ignore[arg-type]
+    # The keys live in the Secret, never in the ConfigMap.
+    assert not {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} & set(config)
