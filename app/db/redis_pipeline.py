@@ -319,6 +319,8 @@ class PipelinedRedis:
             reason = "tls"
         elif isinstance(exc, TimeoutError | redis_exc.TimeoutError):
             reason = "timeout"
+        elif "not the primary" in str(exc):
+            reason = "not_primary"
         else:
             reason = "unreachable"
         log.warning(

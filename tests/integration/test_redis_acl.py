@@ -6,18 +6,23 @@ an authentication failure; a user whose ACL lacks the app's key prefix (NOPERM) 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from app.core.config import Settings
 from app.services.articles import public_article_key
 from devstack.servers import RedisServer, free_port
 from tests.support.apps import serve
 from tests.support.content import publish, register
 
 pytestmark = pytest.mark.slow
+
+SettingsFactory = Callable[..., Settings]
 
 PASSWORD = "conduit-acl-password-0123"
 
@@ -50,9 +55,11 @@ LIMITS: dict[str, object] = {
 }
 
 
-async def test_acl_user_from_the_url(settings_factory, acl_redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+async def test_acl_user_from_the_url(
+    settings_factory: SettingsFactory, acl_redis: RedisServer
+) -> None:
     admin = aioredis.Redis.from_url(url(acl_redis, "conduit", PASSWORD))
-    unauthenticated = aioredis.Redis(port=acl_redis.port, retry=None)
+    unauthenticated = aioredis.Redis(port=acl_redis.port, retry=Retry(NoBackoff(), 0))
     with pytest.raises(aioredis.AuthenticationError):  # the default user is off
         await unauthenticated.get("conduit:v1:anything")
     await unauthenticated.aclose()
@@ -73,7 +80,7 @@ async def test_acl_user_from_the_url(settings_factory, acl_redis: RedisServer) -
 
 
 async def test_wrong_password_is_redis_down_and_says_so(
-    settings_factory,  # type: ignore[no-untyped-def]
+    settings_factory: SettingsFactory,
     acl_redis: RedisServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -101,7 +108,7 @@ async def test_wrong_password_is_redis_down_and_says_so(
 
 
 async def test_acl_without_the_key_prefix_is_no_server_error(
-    settings_factory,  # type: ignore[no-untyped-def]
+    settings_factory: SettingsFactory,
     acl_redis: RedisServer,
 ) -> None:
     settings = settings_factory(REDIS_URL=url(acl_redis, "narrow", PASSWORD), **LIMITS)

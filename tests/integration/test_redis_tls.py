@@ -10,14 +10,17 @@ down (no 5xx; detailed health and readiness say so) instead of being used unveri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from app.core.config import Settings
 from app.services.articles import public_article_key
 from devstack.servers import RedisServer, RedisTLSFiles, free_port
 from devstack.tls_certs import CertPair, issue, make_ca
@@ -25,6 +28,8 @@ from tests.support.apps import serve
 from tests.support.content import publish, register
 
 pytestmark = pytest.mark.slow
+
+SettingsFactory = Callable[..., Settings]
 
 
 @dataclass(frozen=True)
@@ -73,17 +78,19 @@ def tls_redis(workdir: Path) -> Iterator[TLSRedis]:
     server.stop()
 
 
-def test_the_tls_port_speaks_no_plain_text(tls_redis: TLSRedis) -> None:
+async def test_the_tls_port_speaks_no_plain_text(tls_redis: TLSRedis) -> None:
     assert tls_redis.server.url.startswith("rediss://")
-    plain = redis.Redis(port=tls_redis.server.port, socket_timeout=1, retry=None)
+    plain = aioredis.Redis(
+        port=tls_redis.server.port, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     with pytest.raises(redis.ConnectionError):
-        plain.ping()
-    plain.close()
+        await plain.ping()
+    await plain.aclose()
 
 
 async def test_cache_and_limiter_work_through_verified_tls(
-    settings_factory, tls_redis: TLSRedis
-) -> None:  # type: ignore[no-untyped-def]
+    settings_factory: SettingsFactory, tls_redis: TLSRedis
+) -> None:
     admin = tls_redis.admin()
     await admin.flushdb()
     async with serve(settings_factory(**tls_redis.settings())) as http:
@@ -117,7 +124,7 @@ async def test_cache_and_limiter_work_through_verified_tls(
     ],
 )
 async def test_unverifiable_tls_counts_as_redis_down(
-    settings_factory,  # type: ignore[no-untyped-def]
+    settings_factory: SettingsFactory,
     tls_redis: TLSRedis,
     case: str,
     overrides: dict[str, object],
