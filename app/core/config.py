@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds start-up waits for Postgres (backoff) before serving"
     )
     DB_ECHO: bool = Field(False, description="Log every SQL statement (development only)")
+    DB_PGBOUNCER_TRANSACTION_MODE: bool = Field(
+        False,
+        description="Behind PgBouncer in transaction mode: no prepared-statement caches, reads in "
+        "transactions, no statement_timeout startup parameter",
+    )
     DATABASE_REPLICA_URLS: CommaList = Field(
         default_factory=list,
         description="Comma-separated streaming-replica URLs for GET reads; empty = primary only",

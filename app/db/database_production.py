@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -76,20 +77,41 @@ def create_engine(
         pool_timeout=settings.DB_POOL_TIMEOUT,
         pool_recycle=settings.DB_POOL_RECYCLE,
         echo=settings.DB_ECHO,
-        connect_args={
-            "timeout": settings.DB_CONNECT_TIMEOUT,
-            # Client-side guard a little above the server's statement_timeout.
-            "command_timeout": settings.DB_STATEMENT_TIMEOUT_MS / 1000 + 1,
-            "server_settings": {
-                "application_name": settings.APP_NAME,
-                "statement_timeout": str(settings.DB_STATEMENT_TIMEOUT_MS),
-            },
-        },
+        connect_args=_connect_args(settings),
     )
     _attach_idle_ping(engine)
     if metrics is not None:
         _attach_pool_listeners(engine, metrics)
     return engine
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "timeout": settings.DB_CONNECT_TIMEOUT,
+        # Client-side guard a little above the server's statement_timeout.
+        "command_timeout": settings.DB_STATEMENT_TIMEOUT_MS / 1000 + 1,
+        "server_settings": {
+            "application_name": settings.APP_NAME,
+            "statement_timeout": str(settings.DB_STATEMENT_TIMEOUT_MS),
+        },
+    }
+    if settings.DB_PGBOUNCER_TRANSACTION_MODE:
+        arguments.update(PGBOUNCER_TRANSACTION_MODE)
+        # PgBouncer refuses startup parameters it does not know: set statement_timeout on the
+        # role instead (docs/read-replicas.md, "PgBouncer").
+        arguments["server_settings"] = {"application_name": settings.APP_NAME}
+    return arguments
+
+
+# Behind PgBouncer in transaction mode, consecutive statements of a client may run on different
+# server connections, so nothing prepared may be relied on after its own transaction: no
+# statement cache in asyncpg (its reads then parse again in the same round trip as they run)
+# or in SQLAlchemy, and names no other client can have taken on a shared server connection.
+PGBOUNCER_TRANSACTION_MODE: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4().hex}__",
+}
 
 
 # A connection back in the pool for less than this is taken as alive without a ping.

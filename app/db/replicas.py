@@ -55,7 +55,6 @@ REPLICA_STATE = text(
                AS behind_seconds
     """
 )
-AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
 
 
 @dataclass(slots=True)
@@ -138,8 +137,7 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.primary.connect() as connection:
-                    conn = await connection.execution_options(**AUTOCOMMIT)
-                    return str((await conn.execute(PRIMARY_POSITION)).scalar_one())
+                    return str((await connection.execute(PRIMARY_POSITION)).scalar_one())
         except Exception:
             return None  # each replica then compares what it received with what it replayed
 
@@ -164,9 +162,9 @@ class ReplicaSet:
 
     async def _probe(self, replica: Replica, primary_lsn: str | None) -> Any:
         async with asyncio.timeout(self.timeout):
+            # In a transaction (rolled back on exit), which PgBouncer's transaction mode needs.
             async with replica.engine.connect() as connection:
-                conn = await connection.execution_options(**AUTOCOMMIT)
-                result = await conn.execute(REPLICA_STATE, {"primary_lsn": primary_lsn})
+                result = await connection.execute(REPLICA_STATE, {"primary_lsn": primary_lsn})
                 return result.one()
 
     def status(self) -> list[dict[str, Any]]:
