@@ -9,9 +9,12 @@ and Redis instrumentation. Here the sampler decides first:
 - a sampled request gets a recording span with the HTTP semantic-convention attributes, named
   "GET /api/articles/{slug}" once routing is known (by the raw path, every slug would be a
   span name of its own), its status, and the exception if one escapes;
-- an unsampled one gets the non-recording span (so log lines still carry its trace id, marked
-  `trace_sampled: false`) in a context that suppresses instrumentation, so its SQL and Redis
-  commands skip the instrumentations' work entirely.
+- an unsampled one runs in a context that suppresses instrumentation, so its SQL and Redis
+  commands skip the instrumentations' work entirely. If the caller sent a `traceparent`, it
+  also gets the SDK's non-recording span, so its log lines carry the caller's trace id (marked
+  `trace_sampled: false`) to join them to the caller's logs. If not, nothing is built: for a
+  new request the sampler is asked first, with no span in hand (`samples_new_root`), and only
+  a yes goes on to the SDK, which then records without drawing again.
 
 It is not a middleware of its own: `RequestContextMiddleware` calls it, because one more layer
 in the middleware chain cost more than the span itself (every await resumes every layer). What
@@ -30,10 +33,12 @@ from opentelemetry import propagate, trace
 # The key the instrumentations check (`is_instrumentation_enabled`). Set in the request's own
 # context instead of through `suppress_instrumentation()`, a second attach per request.
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from starlette.types import Scope
 
 from app.middleware.request_context import UNMATCHED_ROUTE, route_template
+from app.observability.tracing import SAMPLED_ROOT, RequestTracesOnly
 
 UNTRACED_PATHS = frozenset(
     {"/health", "/health/liveness", "/health/readiness", "/health/metrics", "/health/detailed"}
@@ -72,11 +77,11 @@ class ServerSpan:
 
 
 def _incoming_context(scope: Scope) -> otel_context.Context | None:
-    carrier = {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in scope["headers"]
-        if name in PROPAGATION_HEADERS
-    }
+    carrier: dict[str, str] | None = None
+    for name, value in scope["headers"]:
+        if name in PROPAGATION_HEADERS:
+            carrier = carrier or {}
+            carrier[name.decode("latin-1")] = value.decode("latin-1")
     return propagate.extract(carrier) if carrier else None
 
 
@@ -100,16 +105,22 @@ def _request_attributes(scope: Scope) -> dict[str, str | int]:
 
 
 class ServerSpans:
-    def __init__(self, tracer_provider: TracerProvider) -> None:
+    def __init__(self, tracer_provider: SDKTracerProvider) -> None:
         self.tracer = tracer_provider.get_tracer(__name__)
+        sampler = tracer_provider.sampler
+        self._roots = sampler if isinstance(sampler, RequestTracesOnly) else None
 
     def start(self, scope: Scope) -> ServerSpan | None:
         """The request's span, made current; None for an untraced path."""
         if scope["path"] in UNTRACED_PATHS:
             return None
-        span = self.tracer.start_span(
-            scope["method"], context=_incoming_context(scope), kind=SpanKind.SERVER
-        )
+        incoming = _incoming_context(scope)
+        start_from = incoming
+        if incoming is None and self._roots is not None:
+            if not self._roots.samples_new_root():
+                return self._untraced()
+            start_from = SAMPLED_ROOT
+        span = self.tracer.start_span(scope["method"], context=start_from, kind=SpanKind.SERVER)
         current = trace.set_span_in_context(span)
         recording = span.is_recording()
         if recording:
@@ -117,3 +128,12 @@ class ServerSpans:
         else:
             current = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, current)
         return ServerSpan(span, otel_context.attach(current), recording)
+
+    @staticmethod
+    def _untraced() -> ServerSpan:
+        """An unsampled request that no caller traced: no span at all, so no trace id in its log
+        lines (it would name a trace that exists nowhere; `request_id` joins them), and its SQL
+        and Redis commands skip the instrumentations. Building the SDK's non-recording span
+        instead cost ~25 us per request in the full app (three times its cost in isolation)."""
+        suppressed = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
+        return ServerSpan(INVALID_SPAN, otel_context.attach(suppressed), recording=False)

@@ -25,9 +25,10 @@ the worker, and is flushed at shutdown.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, create_key
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -54,13 +55,28 @@ log = get_logger(__name__)
 FLUSH_TIMEOUT_MILLIS = 5_000
 
 
+# Set in the context a request's server span starts from once `samples_new_root` has said yes,
+# so the decision is made once: `should_sample` would otherwise draw again (1 % of 1 %).
+SAMPLED_ROOT_KEY = create_key("conduit-sampled-root")
+SAMPLED_ROOT = Context({SAMPLED_ROOT_KEY: True})
+
+
 class RequestTracesOnly(Sampler):
     """Traces start at a request: a span with no parent that is not a server span (the SQL of
     start-up, of readiness probes, which are not traced, and of pool pings) is dropped instead
     of becoming a trace of its own. Everything else is `delegate`'s decision."""
 
-    def __init__(self, delegate: Sampler) -> None:
+    def __init__(self, delegate: Sampler, root: Sampler) -> None:
         self.delegate = delegate
+        self.root = root  # what `delegate` decides by for a span with no parent
+
+    def samples_new_root(self) -> bool:
+        """The decision for a request that arrived with no trace, taken before any span exists
+        (app.middleware.tracing: an unsampled one then builds none), on a fresh random trace id
+        as the SDK draws them (trace ids are not secrets: `random`, like the SDK)."""
+        trace_id = random.getrandbits(128)
+        decision = self.root.should_sample(None, trace_id, "", SpanKind.SERVER).decision
+        return decision is Decision.RECORD_AND_SAMPLE
 
     def should_sample(
         self,
@@ -72,6 +88,8 @@ class RequestTracesOnly(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        if parent_context is not None and parent_context.get(SAMPLED_ROOT_KEY):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         parent = get_current_span(parent_context).get_span_context()
         if not parent.is_valid and kind is not SpanKind.SERVER:
             return SamplingResult(Decision.DROP)
@@ -86,15 +104,14 @@ class RequestTracesOnly(Sampler):
 def sampler_for(name: str, argument: float | None) -> Sampler:
     """OTEL_TRACES_SAMPLER's values, as the SDK reads them from the environment."""
     ratio = 1.0 if argument is None else argument
-    samplers: dict[str, Sampler] = {
+    roots: dict[str, Sampler] = {
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,
         "traceidratio": TraceIdRatioBased(ratio),
-        "parentbased_always_on": ParentBased(ALWAYS_ON),
-        "parentbased_always_off": ParentBased(ALWAYS_OFF),
-        "parentbased_traceidratio": ParentBased(TraceIdRatioBased(ratio)),
     }
-    return RequestTracesOnly(samplers[name])
+    root = roots[name.removeprefix("parentbased_")]
+    delegate = ParentBased(root) if name.startswith("parentbased_") else root
+    return RequestTracesOnly(delegate, root)
 
 
 class Tracing:

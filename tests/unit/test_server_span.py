@@ -81,7 +81,29 @@ async def test_unsampled_request_records_nothing_and_suppresses_instrumentation(
         assert (await http.get("/items/three")).status_code == 200
     assert exporter.get_finished_spans() == ()
     assert seen["instrumentation"] is False, "SQL and Redis spans are skipped, not just dropped"
-    assert seen["trace_id"] != 0, "log lines still get a trace id"
+    assert seen["trace_id"] == 0, "no caller's trace, no span: no trace id naming nothing"
+
+
+async def test_unsampled_continued_request_keeps_the_callers_trace_id() -> None:
+    app, exporter = _app(1.0)  # parent-based: the caller's "not sampled" flag wins
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with _client(app) as http:
+        headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-00"}
+        assert (await http.get("/items/four", headers=headers)).status_code == 200
+    assert exporter.get_finished_spans() == ()
+    assert seen["instrumentation"] is False
+    assert format(seen["trace_id"], "032x") == trace_id, "log lines join the caller's"
+
+
+async def test_new_requests_are_sampled_at_the_configured_ratio_once() -> None:
+    """The decision taken before the span (`samples_new_root`) is not taken again by the SDK:
+    at 50 %, 400 requests give ~200 traces (drawing twice would give ~100)."""
+    app, exporter = _app(0.5)
+    async with _client(app) as http:
+        for _ in range(400):
+            await http.get("/items/five")
+    traced = len(exporter.get_finished_spans())
+    assert 140 <= traced <= 260, traced  # binomial(400, 0.5): 6 standard deviations either side
 
 
 async def test_exception_marks_the_span_as_an_error() -> None:
