@@ -173,6 +173,8 @@ def sentinel_for(endpoint: RedisEndpoint) -> Sentinel | None:
         "username": endpoint.sentinel_username,
         "password": endpoint.sentinel_password,
         "decode_responses": False,
+        # Not retried: discover_master moves on to the next Sentinel instead.
+        "retry": Retry(NoBackoff(), 0),
     }
     if endpoint.tls is not None:
         sentinel_kwargs.update(endpoint.tls.redis_py_kwargs())

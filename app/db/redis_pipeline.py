@@ -287,6 +287,11 @@ class PipelinedRedis:
 
     async def _open(self) -> _Connection:
         try:
+            if self._locate is not None:
+                # Outside the connect's timeout: each Sentinel asked is bounded by its client's
+                # own timeouts, and one that does not answer must not use up the whole budget.
+                # MasterNotFoundError is a ConnectionError, as callers expect.
+                self._host, self._port = await self._locate()
             async with asyncio.timeout(self.timeout):
                 conn = await self._open_connection()
                 try:
@@ -339,10 +344,6 @@ class PipelinedRedis:
         if self._path is not None:
             _, conn = await loop.create_unix_connection(factory, self._path)
         else:
-            if self._locate is not None:
-                # Bounded by the Sentinel clients' own timeouts; MasterNotFoundError is a
-                # ConnectionError, as callers expect.
-                self._host, self._port = await self._locate()
             _, conn = await loop.create_connection(factory, self._host, self._port, ssl=self._ssl)
         return conn
 
