@@ -77,13 +77,7 @@ async def open_session(resources: Resources, *, read_only: bool) -> AsyncIterato
     a caller's connection (tests wrap each test in one) whose transaction it must join.
     """
     async with resources.session_factory() as session:
-        # Behind PgBouncer in transaction mode even reads need a transaction: SQLAlchemy
-        # prepares a statement, then runs it, and only a transaction keeps both on one server.
-        autocommit = (
-            read_only
-            and isinstance(session.bind, AsyncEngine)
-            and not resources.settings.DB_PGBOUNCER_TRANSACTION_MODE
-        )
+        autocommit = read_only and isinstance(session.bind, AsyncEngine)
         options = AUTOCOMMIT if autocommit else None
         try:
             # The connection is taken up front, through the database breaker: once Postgres is

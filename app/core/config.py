@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     DB_ECHO: bool = Field(False, description="Log every SQL statement (development only)")
     DB_PGBOUNCER_TRANSACTION_MODE: bool = Field(
         False,
-        description="Behind PgBouncer in transaction mode: no prepared-statement caches, reads in "
-        "transactions, no statement_timeout startup parameter",
+        description="Behind PgBouncer in transaction mode: unnamed statements, no statement "
+        "caches, no statement_timeout startup parameter",
     )
     DATABASE_REPLICA_URLS: CommaList = Field(
         default_factory=list,

@@ -55,6 +55,7 @@ REPLICA_STATE = text(
                AS behind_seconds
     """
 )
+AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
 
 
 @dataclass(slots=True)
@@ -137,7 +138,8 @@ class ReplicaSet:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.primary.connect() as connection:
-                    return str((await connection.execute(PRIMARY_POSITION)).scalar_one())
+                    conn = await connection.execution_options(**AUTOCOMMIT)
+                    return str((await conn.execute(PRIMARY_POSITION)).scalar_one())
         except Exception:
             return None  # each replica then compares what it received with what it replayed
 
@@ -162,9 +164,9 @@ class ReplicaSet:
 
     async def _probe(self, replica: Replica, primary_lsn: str | None) -> Any:
         async with asyncio.timeout(self.timeout):
-            # In a transaction (rolled back on exit), which PgBouncer's transaction mode needs.
             async with replica.engine.connect() as connection:
-                result = await connection.execute(REPLICA_STATE, {"primary_lsn": primary_lsn})
+                conn = await connection.execution_options(**AUTOCOMMIT)
+                result = await conn.execute(REPLICA_STATE, {"primary_lsn": primary_lsn})
                 return result.one()
 
     def status(self) -> list[dict[str, Any]]:
