@@ -153,6 +153,9 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
     checks = await _dependency_checks(resources)
     database = checks["database"].as_dict()
     database["pool"] = database_pool(resources.engine)
+    # Where Redis is and why it failed last: for operators only, not on the public probes.
+    redis = checks["redis"].as_dict()
+    redis.update(resources.redis.describe(with_last_error=checks["redis"].status == "down"))
     settings = resources.settings
     replicas = resources.replicas.status() if resources.replicas is not None else []
     status = _overall_status(checks, settings.REDIS_REQUIRED)
@@ -164,7 +167,7 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
         "environment": settings.APP_ENV,
         "uptime_seconds": round(time.monotonic() - resources.started_at, 1),
         "draining": resources.draining,
-        "checks": {"database": database, "redis": checks["redis"].as_dict()},
+        "checks": {"database": database, "redis": redis},
         "replicas": replicas,
         "circuit_breakers": {name: b.state.value for name, b in resources.breakers.items()},
         "rate_limiter": resources.rate_limiter.status() if resources.rate_limiter else None,

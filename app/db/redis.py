@@ -100,13 +100,16 @@ class RedisService:
             self.primary = address
         return address
 
-    def describe(self) -> dict[str, object]:
-        """Topology for health checks (no credentials)."""
+    def describe(self, *, with_last_error: bool = False) -> dict[str, object]:
+        """Topology for operators' health (no credentials); with the last command's failure,
+        which an open breaker would otherwise hide behind "open"."""
         if self.endpoint is None:
             return {}
         info = self.endpoint.describe()
         if self.primary is not None:
             info["primary"] = f"{self.primary[0]}:{self.primary[1]}"
+        if with_last_error:
+            info["last_error"] = self.last_error
         return info
 
     @property

@@ -48,10 +48,8 @@ async def check_redis(redis: RedisService, limit: float = CHECK_TIMEOUT_SECONDS)
         async with asyncio.timeout(limit):
             latency = await redis.ping()
     except (RedisUnavailableError, TimeoutError) as exc:
-        error = str(exc) or type(exc).__name__
-        details = {**redis.describe(), "last_error": redis.last_error}
-        return CheckResult("down", error=error, details=details)
-    return CheckResult("ok", latency_ms=round(latency, 2), details=redis.describe())
+        return CheckResult("down", error=str(exc) or type(exc).__name__)
+    return CheckResult("ok", latency_ms=round(latency, 2))
 
 
 def database_pool(engine: AsyncEngine) -> dict[str, int]:

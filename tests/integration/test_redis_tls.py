@@ -113,6 +113,7 @@ async def test_cache_and_limiter_work_through_verified_tls(
     assert redis_check["tls"] is True
     assert detailed["rate_limiter"]["backend"] == "redis"
     assert ready.status_code == 200
+    assert "tls" not in ready.json()["checks"]["redis"]  # the topology is for operators only
 
 
 @pytest.mark.parametrize(
