@@ -108,8 +108,8 @@ def _connect_args(settings: Settings) -> dict[str, Any]:
 # statements unnamed (""). asyncpg then sends each unnamed statement's Parse again with its
 # Bind and Execute, in one round trip, so a statement runs where it was parsed, even outside a
 # transaction, and nothing is left behind. Named statements (asyncpg's counter, or SQLAlchemy's
-# documented uuid names) broke here: "does not exist" errors, or, unique names, ~0.3 statements
-# leaked per request on the servers. See docs/read-replicas.md ("PgBouncer").
+# documented uuid names) broke here: "does not exist" errors, or, unique names, ~0.35
+# statements leaked per request on the servers. See docs/read-replicas.md ("PgBouncer").
 PGBOUNCER_TRANSACTION_MODE: dict[str, Any] = {
     "statement_cache_size": 0,
     "prepared_statement_cache_size": 0,
