@@ -40,8 +40,8 @@ class SentinelProcess:
         )
         wait_for_port(self.port)
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+    def client(self, password: str | None = None) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, password=password)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

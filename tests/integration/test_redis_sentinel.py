@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from app.core.config import Settings
 from app.services.articles import public_article_key
-from devstack.redis_sentinel import SentinelCluster, sentinel_binary_available
-from devstack.servers import PostgresServer, free_port
+from devstack.redis_sentinel import SentinelCluster, SentinelProcess, sentinel_binary_available
+from devstack.servers import PostgresServer, RedisServer, free_port
+from tests.support.apps import serve
 from tests.support.content import publish, register
 from tests.support.databases import fresh_database
 from tests.support.live import LiveServer
@@ -196,3 +198,50 @@ async def test_api_follows_a_sentinel_failover_under_load(
     located = [line for name, line in events if name == "redis_primary_located"]
     assert located[-1]["address"] == f"127.0.0.1:{replica_port}"
     assert located[-1]["previous"] == f"127.0.0.1:{old_port}"
+
+
+SENTINEL_PASSWORD = "sentinel-password-0123"
+
+
+@pytest.fixture
+def guarded_sentinel(workdir: Path) -> Iterator[tuple[RedisServer, SentinelProcess]]:
+    """One primary and one Sentinel that requires a password (`requirepass` in its config)."""
+    reason = sentinel_binary_available()
+    if reason:
+        pytest.skip(reason)
+    base = workdir / f"sentinel-auth-{free_port()}"
+    primary = RedisServer(free_port(), base / "node")
+    sentinel = SentinelProcess(free_port(), base / "sentinel", primary.binary)
+    primary.start()
+    try:
+        sentinel.start(
+            f"port {sentinel.port}\nbind 127.0.0.1\ndir {sentinel.workdir}\n"
+            f"requirepass {SENTINEL_PASSWORD}\n"
+            f"sentinel monitor guarded 127.0.0.1 {primary.port} 1\n"
+        )
+        yield primary, sentinel
+    finally:
+        sentinel.stop()
+        primary.stop()
+
+
+@pytest.mark.parametrize(("password", "status"), [(SENTINEL_PASSWORD, "ok"), ("wrong", "down")])
+async def test_sentinel_password(
+    settings_factory: Callable[..., Settings],
+    guarded_sentinel: tuple[RedisServer, SentinelProcess],
+    password: str,
+    status: str,
+) -> None:
+    primary, sentinel = guarded_sentinel
+    settings = settings_factory(
+        REDIS_URL="redis://not-used.invalid/0",
+        REDIS_SENTINELS=f"127.0.0.1:{sentinel.port}",
+        REDIS_SENTINEL_MASTER="guarded",
+        REDIS_SENTINEL_PASSWORD=password,
+    )
+    async with serve(settings) as http:
+        assert (await http.get("/api/tags")).status_code == 200
+        redis_check = (await http.get("/health/detailed")).json()["checks"]["redis"]
+    assert redis_check["status"] == status, redis_check
+    if status == "ok":
+        assert redis_check["primary"] == f"127.0.0.1:{primary.port}"
