@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 
 from app.core.config import Settings
 from app.services.articles import public_article_key
+from devstack.redis_sentinel import SentinelProcess
 from devstack.servers import RedisServer, RedisTLSFiles, free_port
 from devstack.tls_certs import CertPair, issue, make_ca
 from tests.support.apps import serve
@@ -36,6 +37,7 @@ SettingsFactory = Callable[..., Settings]
 class TLSRedis:
     server: RedisServer
     ca: CertPair
+    server_cert: CertPair
     client: CertPair
     wrong_ca: CertPair
 
@@ -78,7 +80,7 @@ def tls_redis(workdir: Path) -> Iterator[TLSRedis]:
     except TimeoutError:
         server.stop()
         pytest.skip(f"{server.binary} did not listen with TLS: apt-get install redis-server")
-    yield TLSRedis(server, ca, client_cert, wrong_ca)
+    yield TLSRedis(server, ca, server_cert, client_cert, wrong_ca)
     server.stop()
 
 
@@ -163,3 +165,41 @@ async def test_unverifiable_tls_counts_as_redis_down(
     ]
     assert failures, "the failed TLS connect was not logged"
     assert failures[0]["reason"] in reasons, failures[0]
+
+
+async def test_sentinel_over_tls(
+    settings_factory: SettingsFactory, tls_redis: TLSRedis, workdir: Path
+) -> None:
+    """A TLS-only Sentinel (it reaches the primary over TLS too): the app asks it over TLS,
+    verifying its certificate, and connects to the primary it names."""
+    port = free_port()
+    sentinel = SentinelProcess(port, workdir / f"sentinel-tls-{port}", tls_redis.server.binary)
+    cert = tls_redis.server_cert
+    sentinel.start(
+        f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {sentinel.workdir}\n"
+        f"tls-cert-file {cert.cert}\ntls-key-file {cert.key}\n"
+        f"tls-ca-cert-file {tls_redis.ca.cert}\ntls-replication yes\ntls-auth-clients yes\n"
+        f"sentinel monitor secure 127.0.0.1 {tls_redis.server.port} 1\n"
+    )
+    try:
+        settings = settings_factory(
+            **tls_redis.settings(
+                REDIS_URL="rediss://not-used.invalid/0",
+                REDIS_SENTINELS=f"127.0.0.1:{port}",
+                REDIS_SENTINEL_MASTER="secure",
+            )
+        )
+        async with serve(settings) as http:
+            slug = await publish(http, await register(http))
+            assert (await http.get(f"/api/articles/{slug}")).status_code == 200
+            detailed = (await http.get("/health/detailed")).json()
+    finally:
+        sentinel.stop()
+    redis_check = detailed["checks"]["redis"]
+    assert redis_check["status"] == "ok", redis_check
+    assert (redis_check["topology"], redis_check["tls"]) == ("sentinel", True)
+    assert redis_check["primary"] == f"127.0.0.1:{tls_redis.server.port}"
+    assert detailed["rate_limiter"]["backend"] == "redis"
+    admin = tls_redis.admin()
+    assert await admin.exists(public_article_key(slug)) == 1
+    await admin.aclose()
