@@ -188,6 +188,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await resources.replicas.dispose()
         shutdown.uninstall()
         resources.draining = True
+        resources.cache.cancel_delayed_deletes()
         await resources.redis.close()
         await resources.image_storage.close()
         await resources.engine.dispose()

@@ -59,6 +59,7 @@ class Cache:
         prefetched: Mapping[str, Any] | None = None,
         instruments: CacheInstruments | None = None,
         redelete_after: float | None = None,
+        delayed: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
@@ -69,10 +70,19 @@ class Cache:
         # replica allowed to serve has it (the read-your-writes window) bounds a stale entry
         # to that window instead of the TTL. See docs/read-replicas.md.
         self.redelete_after = redelete_after
+        # The second deletes still waiting (shared by the per-request copies), cancelled at
+        # shutdown so none runs against a closed client.
+        self.delayed: set[asyncio.Task[None]] = set() if delayed is None else delayed
 
     def with_prefetched(self, prefetched: Mapping[str, Any]) -> Cache:
         """This cache for one request, answering `get` for keys already read from Redis."""
-        return Cache(self.redis, self.ttl, prefetched, self.instruments, self.redelete_after)
+        return Cache(
+            self.redis, self.ttl, prefetched, self.instruments, self.redelete_after, self.delayed
+        )
+
+    def cancel_delayed_deletes(self) -> None:
+        for task in self.delayed:
+            task.cancel()
 
     async def get(self, key: str, *, name: str) -> Any | None:
         raw = await self.get_raw(key, name=name)
@@ -152,17 +162,14 @@ class Cache:
         return value
 
 
-_LATER: set[asyncio.Task[None]] = set()  # strong references until each task is done
-
-
 def delete_again_later(cache: Cache, keys: tuple[str, ...], delay: float) -> None:
     async def again() -> None:
         await asyncio.sleep(delay)
         await Cache(cache.redis, cache.ttl, instruments=cache.instruments).delete(*keys)
 
     task = asyncio.get_running_loop().create_task(again())
-    _LATER.add(task)
-    task.add_done_callback(_LATER.discard)
+    cache.delayed.add(task)  # a strong reference until it is done
+    task.add_done_callback(cache.delayed.discard)
 
 
 _PENDING = "cache_invalidations"
