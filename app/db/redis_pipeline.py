@@ -17,6 +17,8 @@ the parameters for both clients from the same settings):
 - TLS: rediss:// connects with an `ssl.SSLContext` that verifies the chain (REDIS_TLS_CA_FILE or
   the system CAs) and, unless switched off, the host name; optionally a client certificate.
 - ACL: `AUTH username password` before anything else is sent.
+- Connection checks before any caller's command: with TLS, a PING when nothing else is sent (a
+  TLS 1.3 server refuses a client certificate only after the handshake).
 - Sentinel: each (re)connect asks the Sentinels for the primary (`locate`, redis-py's
   `Sentinel.discover_master`) and confirms with ROLE that the server is the primary before any
   caller's command is sent. A failover is followed without a watcher: the old primary's
