@@ -9,7 +9,9 @@ process exits non-zero.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import math
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +35,7 @@ from app.db.database_production import (
 )
 from app.db.recent_writes import RecentWriters, window_seconds
 from app.db.redis import REDIS_ERRORS, RedisService
-from app.db.replicas import build_replica_set
+from app.db.replicas import Replica, build_replica_set
 from app.middleware.body_limit import BodySizeLimitMiddleware
 from app.middleware.cors import OriginAwareCORSMiddleware
 from app.middleware.forwarded import ForwardedHeadersMiddleware
@@ -76,6 +78,12 @@ def _breaker(
     return breaker
 
 
+def _export_replica(metrics: AppMetrics, replica: Replica) -> None:
+    lag = replica.lag_seconds
+    metrics.replica_lag.labels(replica.name).set(math.inf if lag is None else lag)
+    metrics.replica_usable.labels(replica.name).set(1 if replica.usable else 0)
+
+
 def cache_read_for(path: str, anonymous: bool) -> str | None:
     """The cache entry a GET of `path` (below the API prefix) reads first, if any: the rate
     limiter's script returns it along with the count, saving the route a Redis round trip."""
@@ -106,6 +114,7 @@ def build_resources(
         lambda name: breakers.setdefault(
             name, _breaker(name, settings, metrics, failure_types=CONNECTION_ERRORS)
         ),
+        on_checked=functools.partial(_export_replica, metrics),
     )
     # How long a replica allowed to serve may still miss a write (docs/read-replicas.md).
     window = None if replicas is None else window_seconds(replicas.max_lag, replicas.interval)

@@ -94,8 +94,10 @@ class ReplicaSet:
         *,
         max_lag: float,
         interval: float,
+        on_checked: Callable[[Replica], None] | None = None,
     ) -> None:
         self.replicas = replicas
+        self.on_checked = on_checked  # e.g. the lag gauges (db does not import observability)
         self.primary = primary
         self.max_lag = max_lag
         self.interval = interval
@@ -161,6 +163,8 @@ class ReplicaSet:
         if replica.usable != was_usable:
             event = "replica_usable" if replica.usable else "replica_skipped"
             log.info(event, replica=replica.name, lag=replica.lag_seconds, error=replica.error)
+        if self.on_checked is not None:
+            self.on_checked(replica)
 
     async def _probe(self, replica: Replica, primary_lsn: str | None) -> Any:
         async with asyncio.timeout(self.timeout):
@@ -180,6 +184,7 @@ def build_replica_set(
     settings: Settings,
     primary: AsyncEngine,
     breaker_for: Callable[[str], CircuitBreaker],
+    on_checked: Callable[[Replica], None] | None = None,
 ) -> ReplicaSet | None:
     """One small engine and one breaker per DATABASE_REPLICA_URLS entry; None when empty."""
     if not settings.DATABASE_REPLICA_URLS:
@@ -194,4 +199,5 @@ def build_replica_set(
         primary,
         max_lag=settings.DATABASE_REPLICA_MAX_LAG_SECONDS,
         interval=settings.DATABASE_REPLICA_CHECK_SECONDS,
+        on_checked=on_checked,
     )

@@ -100,6 +100,20 @@ class AppMetrics:
         self.db_invalidated = Counter(
             "db_connections_invalidated_total", "Connections invalidated (errors)", registry=reg
         )
+        self.replica_lag = Gauge(
+            "db_replica_lag_seconds",
+            "Replica lag at the last background check (0 caught up; +Inf unknown or down)",
+            ["replica"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.replica_usable = Gauge(
+            "db_replica_usable",
+            "1 when the replica serves reads (answering, in recovery, within the max lag)",
+            ["replica"],
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
         self.breaker_state = Gauge(
             "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",

@@ -245,6 +245,9 @@ async def test_a_stopped_replica_sends_reads_to_the_primary_without_errors(
                 await asyncio.sleep(0.1)
             breakers = (await http.get("/health/detailed")).json()["circuit_breakers"]
             assert (breakers["replica-0"], breakers["database"]) == ("open", "closed")
+            exposition = (await http.get("/health/metrics")).text
+            assert 'db_replica_usable{replica="replica-0"} 0.0' in exposition
+            assert 'db_replica_lag_seconds{replica="replica-0"} +Inf' in exposition
             statuses = [(await http.get(comments)).status_code for _ in range(5)]
             assert statuses == [200] * 5
         finally:
@@ -266,6 +269,9 @@ async def test_health_reports_each_replica_and_its_lag(
         readiness = await http.get("/health/readiness")
         assert readiness.status_code == 200
         assert readiness.json()["checks"]["replicas"]["replicas"][0]["status"] == "ok"
+        exposition = (await http.get("/health/metrics")).text
+        assert 'db_replica_usable{replica="replica-0"} 1.0' in exposition
+        assert 'db_replica_lag_seconds{replica="replica-0"}' in exposition
 
 
 async def test_a_stale_body_cached_from_the_replica_is_dropped_after_the_window(
