@@ -15,6 +15,7 @@ with Sentinel they share one `Sentinel` client to ask where the primary is.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -22,7 +23,7 @@ from typing import TypeVar
 from opentelemetry.trace import Tracer
 from redis import exceptions as redis_exc
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 
 from app.core.config import Settings
 from app.core.logging_config import get_logger
@@ -37,6 +38,9 @@ from app.resilience.circuit_breaker import CircuitBreaker, CircuitOpenError
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+# In MasterNotFoundError's message, what follows each Sentinel client's repr.
+_SENTINEL_ANSWER = re.compile(r" - ([^<]*?)(?:, <|$)")
 
 # What a dead or slow Redis raises (redis' TimeoutError subclasses its ConnectionError family),
 # and NOPERM: an ACL user missing a command or the key prefix makes Redis unusable, not a 500.
@@ -88,7 +92,14 @@ class RedisService:
         assert sentinel is not None
         assert endpoint is not None
         assert endpoint.master_name is not None
-        host, port = await sentinel.discover_master(endpoint.master_name)
+        try:
+            host, port = await sentinel.discover_master(endpoint.master_name)
+        except MasterNotFoundError as exc:
+            # redis-py's message embeds each Sentinel client's repr (a screenful per Sentinel):
+            # keep only what each one answered.
+            answers = "; ".join(_SENTINEL_ANSWER.findall(str(exc))) or "no usable primary"
+            message = f"no Sentinel named a primary {endpoint.master_name!r}: {answers}"
+            raise MasterNotFoundError(message) from exc
         address = (str(host), int(port))
         if address != self.primary:
             log.info(

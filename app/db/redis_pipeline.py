@@ -288,12 +288,16 @@ class PipelinedRedis:
             task.exception()  # Retrieved here, in case every caller waiting on it was cancelled.
 
     async def _open(self) -> _Connection:
-        try:
-            if self._locate is not None:
-                # Outside the connect's timeout: each Sentinel asked is bounded by its client's
-                # own timeouts, and one that does not answer must not use up the whole budget.
-                # MasterNotFoundError is a ConnectionError, as callers expect.
+        if self._locate is not None:
+            # Outside the connect's timeout: each Sentinel asked is bounded by its client's own
+            # timeouts, and one that does not answer must not use up the whole budget.
+            # MasterNotFoundError is a ConnectionError, as callers expect.
+            try:
                 self._host, self._port = await self._locate()
+            except redis_exc.ConnectionError as exc:
+                self._log_failure(exc, address="the Sentinels")
+                raise
+        try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._open_connection()
                 try:
@@ -316,11 +320,13 @@ class PipelinedRedis:
         self._conn = conn
         return conn
 
-    def _log_failure(self, exc: BaseException) -> None:
+    def _log_failure(self, exc: BaseException, address: str | None = None) -> None:
         """One line per failed connect (the breaker spaces them out once it is open), saying
         why: a wrong password or an unverifiable certificate is a setting to fix, not an
         outage to wait for."""
-        if isinstance(exc, redis_exc.AuthenticationError | redis_exc.AuthorizationError):
+        if isinstance(
+            exc, redis_exc.AuthenticationError | redis_exc.AuthorizationError
+        ) or "AuthenticationError" in str(exc):  # a Sentinel's refusal, inside MasterNotFound
             reason = "authentication"
         elif isinstance(exc, ssl.SSLError) or "[SSL" in str(exc):
             reason = "tls"
@@ -332,7 +338,7 @@ class PipelinedRedis:
             reason = "unreachable"
         log.warning(
             "redis_connection_failed",
-            address=self._path or f"{self._host}:{self._port}",
+            address=address or self._path or f"{self._host}:{self._port}",
             reason=reason,
             error=f"{type(exc).__name__}: {exc}",
         )

@@ -201,6 +201,7 @@ async def test_api_follows_a_sentinel_failover_under_load(
 
 
 SENTINEL_PASSWORD = "sentinel-password-0123"
+WRONG_PASSWORD = "not-the-sentinel-password-9"
 
 
 @pytest.fixture
@@ -225,12 +226,15 @@ def guarded_sentinel(workdir: Path) -> Iterator[tuple[RedisServer, SentinelProce
         primary.stop()
 
 
-@pytest.mark.parametrize(("password", "status"), [(SENTINEL_PASSWORD, "ok"), ("wrong", "down")])
+@pytest.mark.parametrize(
+    ("password", "status"), [(SENTINEL_PASSWORD, "ok"), (WRONG_PASSWORD, "down")]
+)
 async def test_sentinel_password(
     settings_factory: Callable[..., Settings],
     guarded_sentinel: tuple[RedisServer, SentinelProcess],
     password: str,
     status: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     primary, sentinel = guarded_sentinel
     settings = settings_factory(
@@ -245,3 +249,12 @@ async def test_sentinel_password(
     assert redis_check["status"] == status, redis_check
     if status == "ok":
         assert redis_check["primary"] == f"127.0.0.1:{primary.port}"
+        return
+    output = capsys.readouterr().out
+    failures = [
+        json.loads(line) for line in output.splitlines() if "redis_connection_failed" in line
+    ]
+    assert failures, "the Sentinel's refusal was not logged"
+    assert (failures[0]["address"], failures[0]["reason"]) == ("the Sentinels", "authentication")
+    assert len(failures[0]["error"]) < 300, failures[0]["error"]  # no client reprs
+    assert WRONG_PASSWORD not in output  # the password stays out of the logs
