@@ -33,7 +33,7 @@ from app.db.database_production import (
     create_session_factory,
     wait_for_database,
 )
-from app.db.recent_writes import RecentWriters, window_seconds
+from app.db.recent_writes import RecentWriters, window_seconds, writer_key
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.db.replicas import Replica, build_replica_set
 from app.middleware.body_limit import BodySizeLimitMiddleware
@@ -84,9 +84,10 @@ def _export_replica(metrics: AppMetrics, replica: Replica) -> None:
     metrics.replica_usable.labels(replica.name).set(1 if replica.usable else 0)
 
 
-def cache_read_for(path: str, anonymous: bool) -> str | None:
+def cache_read_for(path: str, client: str) -> str | None:
     """The cache entry a GET of `path` (below the API prefix) reads first, if any: the rate
     limiter's script returns it along with the count, saving the route a Redis round trip."""
+    anonymous = client.startswith("ip:")
     if path == "/tags":
         return TAGS_KEY
     if anonymous and path == "/articles":
@@ -96,6 +97,15 @@ def cache_read_for(path: str, anonymous: bool) -> str | None:
         if slug and "/" not in slug and slug != "feed":
             return public_article_key(slug)
     return None
+
+
+def reads_with_replicas(path: str, client: str) -> str | None:
+    """`cache_read_for`, and for a signed-in GET that may read a replica (every signed-in GET
+    under /articles: lists, feed, one article, comments) the reader's read-your-writes key."""
+    key = cache_read_for(path, client)
+    if key is None and client.startswith("user:") and path.startswith("/articles"):
+        return writer_key(int(client[len("user:") :]))
+    return key
 
 
 def build_resources(
@@ -134,7 +144,10 @@ def build_resources(
         image_storage=build_image_storage(settings),
         # GET /api/tags is answered from the cache: its value comes back with the count.
         rate_limiter=RateLimiter(
-            settings, redis, prefetch=cache_read_for, decisions=metrics.rate_limit_decisions
+            settings,
+            redis,
+            prefetch=cache_read_for if replicas is None else reads_with_replicas,
+            decisions=metrics.rate_limit_decisions,
         ),
         replicas=replicas,
         recent_writers=None if window is None else RecentWriters(redis, window),

@@ -8,7 +8,7 @@ layer of sub-dependencies costs FastAPI several microseconds to solve on every r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
@@ -133,7 +133,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 @asynccontextmanager
 async def open_read_connection(
-    resources: Resources, viewer_id: int | None = None
+    resources: Resources,
+    viewer_id: int | None = None,
+    prefetched: Mapping[str, object] | None = None,
 ) -> AsyncIterator[ReadConnection]:
     """A pooled connection for a GET route's reads, with no ORM session around it.
 
@@ -142,7 +144,7 @@ async def open_read_connection(
     connection, so they see what the test wrote. Checked out through the database breaker and
     mapped to a 503 when Postgres is unavailable, like `open_session`. With replicas
     configured, `app.api.replica_reads` decides where the reads go (`viewer_id`: the signed-in
-    reader, for read-your-writes).
+    reader, for read-your-writes; `prefetched`, what the rate limiter read with its count).
     """
     bind = resources.session_factory.kw.get("bind")
     if isinstance(bind, AsyncConnection):
@@ -150,7 +152,8 @@ async def open_read_connection(
         yield ReadConnection(pooled.driver_connection, bind.invalidate)
         return
     if resources.replicas is not None:
-        async with open_replica_reads(resources, resources.replicas, viewer_id) as connection:
+        replicas = resources.replicas
+        async with open_replica_reads(resources, replicas, viewer_id, prefetched) as connection:
             yield connection
         return
     try:
@@ -183,7 +186,11 @@ def read_connection(
     cancel scope shielding its exit, about 20 us a request on the hottest reads. In the
     endpoint, the connection also goes back to the pool before the response model is built.
     """
-    return open_read_connection(resources_of(request), viewer_id)
+    resources = resources_of(request)
+    if resources.replicas is None or viewer_id is None:
+        return open_read_connection(resources, viewer_id)
+    prefetched = request.scope.get("state", {}).get(PREFETCHED_STATE)
+    return open_read_connection(resources, viewer_id, prefetched)
 
 
 # --- authentication -------------------------------------------------------------------------

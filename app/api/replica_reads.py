@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from app.api.state import Resources
 from app.core.error_handlers import DatabaseUnavailableError
 from app.core.logging_config import get_logger
 from app.db.database_production import is_database_unavailable
+from app.db.recent_writes import writer_key
 from app.db.replicas import Replica, ReplicaSet
 from app.repositories.driver import ReadConnection
 from app.resilience.circuit_breaker import CircuitOpenError
@@ -38,11 +39,21 @@ def _invalidator(pooled: Any) -> Callable[[], Awaitable[None]]:
 
 
 async def choose_replica(
-    resources: Resources, replicas: ReplicaSet, viewer_id: int | None
+    resources: Resources,
+    replicas: ReplicaSet,
+    viewer_id: int | None,
+    prefetched: Mapping[str, object] | None = None,
 ) -> Replica | None:
+    """`prefetched`: what the rate limiter's script read with its count, which for a signed-in
+    reader includes their read-your-writes key (`app.main.reads_with_replicas`): then no round
+    trip of its own."""
     replica = replicas.pick()
     if replica is None or viewer_id is None:
         return replica
+    if prefetched is not None:
+        key = writer_key(viewer_id)
+        if key in prefetched:
+            return None if prefetched[key] is not None else replica
     writers = resources.recent_writers
     if writers is None or await writers.wrote_recently(viewer_id):
         return None
@@ -51,7 +62,10 @@ async def choose_replica(
 
 @asynccontextmanager
 async def open_replica_reads(
-    resources: Resources, replicas: ReplicaSet, viewer_id: int | None
+    resources: Resources,
+    replicas: ReplicaSet,
+    viewer_id: int | None,
+    prefetched: Mapping[str, object] | None = None,
 ) -> AsyncIterator[ReadConnection]:
     held: list[Any] = []  # pooled connections to give back, replica's and primary's
 
@@ -70,7 +84,7 @@ async def open_replica_reads(
         pooled = await primary_connection()
         connection.driver, connection.invalidate = pooled.driver_connection, _invalidator(pooled)
 
-    replica = await choose_replica(resources, replicas, viewer_id)
+    replica = await choose_replica(resources, replicas, viewer_id, prefetched)
     connection: ReadConnection | None = None
     if replica is not None:
         try:

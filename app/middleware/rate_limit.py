@@ -60,7 +60,7 @@ class RateLimitMiddleware:
 
         secret = scope["app"].state.settings.secret_key
         client = client_key(scope, secret)
-        read_key = limiter.prefetch_key(scope["method"], scope["path"], client.startswith("ip:"))
+        read_key = limiter.prefetch_key(scope["method"], scope["path"], client)
         decision = await limiter.check(rules, client, read_key)
         if read_key is not None and decision.prefetched is not NOT_READ:
             scope.setdefault("state", {})[PREFETCHED_STATE] = {read_key: decision.prefetched}

@@ -187,7 +187,7 @@ class RateLimiter:
         self,
         settings: Settings,
         redis: RedisService,
-        prefetch: Callable[[str, bool], str | None] | None = None,
+        prefetch: Callable[[str, str], str | None] | None = None,
         decisions: Counter | None = None,
     ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
@@ -227,11 +227,12 @@ class RateLimiter:
                 rules.insert(0, self.register)
         return rules
 
-    def prefetch_key(self, method: str, path: str, anonymous: bool) -> str | None:
-        """The cache key to read along with the count, for the cached GET routes."""
+    def prefetch_key(self, method: str, path: str, client: str) -> str | None:
+        """The key to read along with the count, for the GET routes that read one first
+        (`client`: "user:<id>" for a valid token, else "ip:<address>")."""
         if method != "GET" or self.prefetch is None:
             return None
-        return self.prefetch(path[len(self.prefix) :], anonymous)
+        return self.prefetch(path[len(self.prefix) :], client)
 
     async def check(
         self, rules: list[Rule], client_key: str, read_key: str | None = None

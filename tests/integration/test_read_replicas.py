@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from devstack.postgres_replica import PostgresReplica
@@ -301,3 +302,39 @@ async def test_a_stale_body_cached_from_the_replica_is_dropped_after_the_window(
         finally:
             replica.resume_replay()
         replica.wait_streaming()
+
+
+async def exists_calls(redis_url: str) -> int:
+    client = Redis.from_url(redis_url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_exists", {}).get("calls", 0))
+
+
+async def test_signed_in_reads_learn_of_recent_writes_with_the_rate_limit_count(
+    serve_replicated: ServeReplicated,
+    postgres: PostgresServer,
+    replica: PostgresReplica,
+    base_env: dict[str, str],
+) -> None:
+    """With the rate limiter on, the reader's read-your-writes key comes back with the count:
+    no EXISTS of its own (counted by Redis itself), and the routing is the same."""
+    raised = "100000/minute"
+    async with serve_replicated(
+        RATE_LIMIT_ENABLED=True, RATE_LIMIT_DEFAULT=raised, RATE_LIMIT_WRITE=raised
+    ) as http:
+        writer, reader = await signup(http), await signup(http)
+        article = await create_article(http, writer["token"], title="Counted with the limit")
+        comments = f"/api/articles/{article['slug']}/comments"
+        replica.wait_streaming()
+        await wait_for_replica(http, "ok")
+
+        before = await exists_calls(base_env["REDIS_URL"])
+        on_primary, on_replica = LogWatch(postgres), LogWatch(replica)
+        for _ in range(3):
+            assert (await http.get(comments, headers=auth(reader["token"]))).status_code == 200
+            assert (await http.get(comments, headers=auth(writer["token"]))).status_code == 200
+        assert (on_replica.count(COMMENTS_READ), on_primary.count(COMMENTS_READ)) == (3, 3)
+        assert await exists_calls(base_env["REDIS_URL"]) == before
