@@ -51,7 +51,7 @@ def replica(
 ) -> Iterator[PostgresReplica]:
     if not (postgres.bindir / "pg_basebackup").exists():
         pytest.skip("pg_basebackup is missing: install the Debian package postgresql")
-    server = PostgresReplica(workdir / "replica" / "data", free_port(), postgres)
+    server = PostgresReplica(workdir / "pg-replica" / "data", free_port(), postgres)
     server.start()
     server.wait_streaming()
     yield server
