@@ -7,8 +7,8 @@ run, real Postgres and Redis) in this one process, and the same cached anonymous
 are sent straight to each app's ASGI callable, one at a time, in blocks of 200 that visit the
 variants in an order reversed every round. The figure is the event loop thread's CPU time per
 request (the median block), so neither the network nor the scheduler is in it, nor the span
-export, which runs in the batch processor's thread (the wrk bench's 100 % row shows that cost). Two identical untraced copies
-show what is left of the noise (typically under 2 %).
+export, which runs in the batch processor's thread (the wrk bench's 100 % row shows that
+cost). Two identical untraced copies show what is left of the noise (typically under 2 %).
 
 What it cannot show: anything that differs between processes. The SQL instrumentation patches
 asyncpg for the whole process once one traced app starts, so the untraced copies here pay for
