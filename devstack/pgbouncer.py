@@ -23,12 +23,6 @@ def pgbouncer_binary() -> str | None:
     )
 
 
-def pgbouncer_version(binary: str) -> str:
-    """ "1.18.0" from `pgbouncer --version`'s first line ("PgBouncer 1.18.0")."""
-    first = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    return first.split()[1] if first.split()[1:] else "unknown"
-
-
 class PgBouncerServer:
     def __init__(
         self,
