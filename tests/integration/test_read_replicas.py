@@ -166,11 +166,13 @@ async def test_writer_reads_own_writes_through_a_paused_replica_on_any_instance(
         author = await signup(first)
         theirs = await create_article(first, author["token"], title="Someone else's")
         writer = await signup(first)
-        commit_marker(postgres)
         replica.wait_streaming()
         await wait_for_replica(first, "ok")
         await wait_for_replica(second, "ok")
 
+        # Paused right after a fresh commit was replayed, so the lag counts from now.
+        commit_marker(postgres)
+        replica.wait_streaming()
         replica.pause_replay()
         try:
             token = auth(writer["token"])
@@ -181,7 +183,14 @@ async def test_writer_reads_own_writes_through_a_paused_replica_on_any_instance(
             followed = await first.post(f"/api/profiles/{author['username']}/follow", headers=token)
             assert followed.status_code == 200, followed.text
 
-            # The next requests, on this instance and on another one, show all three writes.
+            # Anonymous readers are still served by the replica, within the lag limit: it has
+            # not replayed the comment.
+            assert (await replica_status(first))["status"] == "ok"
+            stale = await first.get(comments)
+            assert stale.status_code == 200
+            assert stale.json()["comments"] == []
+
+            # The writer's next requests, on this instance and on another one, show all three.
             for http in (first, second):
                 article = await http.get(f"/api/articles/{mine['slug']}", headers=token)
                 assert article.status_code == 200, article.text
@@ -192,13 +201,6 @@ async def test_writer_reads_own_writes_through_a_paused_replica_on_any_instance(
                 feed = await http.get("/api/articles/feed", headers=token)
                 assert [a["slug"] for a in feed.json()["articles"]] == [theirs["slug"]]
                 assert feed.json()["articles"][0]["author"]["following"] is True
-
-            # Meanwhile anonymous readers are served by the replica, still within the lag
-            # limit: it has not replayed the comment.
-            assert (await replica_status(first))["status"] == "ok"
-            stale = await first.get(comments)
-            assert stale.status_code == 200
-            assert stale.json()["comments"] == []
 
             # Once it is further behind than the limit, it is skipped: the primary answers.
             lagging = await wait_for_replica(first, "lagging")
@@ -280,14 +282,15 @@ async def test_a_stale_body_cached_from_the_replica_is_dropped_after_the_window(
 ) -> None:
     """An anonymous read served by a replica that has not replayed a write yet caches the old
     body after the write's invalidation; the second invalidation, one window later, drops it."""
-    async with serve_replicated(DATABASE_REPLICA_MAX_LAG_SECONDS=1) as http:
+    async with serve_replicated(DATABASE_REPLICA_MAX_LAG_SECONDS=2) as http:
         author, fan = await signup(http), await signup(http)
         article = await create_article(http, author["token"], title="Soon a favourite")
         path = f"/api/articles/{article['slug']}"
-        commit_marker(postgres)
         replica.wait_streaming()
         await wait_for_replica(http, "ok")
 
+        commit_marker(postgres)
+        replica.wait_streaming()
         replica.pause_replay()
         try:
             liked = await http.post(f"{path}/favorite", headers=auth(fan["token"]))
@@ -296,7 +299,7 @@ async def test_a_stale_body_cached_from_the_replica_is_dropped_after_the_window(
             assert stale.json()["article"]["favoritesCount"] == 0
             assert (await http.get(path)).json()["article"]["favoritesCount"] == 0  # cached
 
-            await asyncio.sleep(1 + 0.2 + 1 + 0.3)  # max lag + check interval + margin
+            await asyncio.sleep(2 + 0.2 + 1 + 0.3)  # max lag + check interval + margin
             fresh = await http.get(path)
             assert fresh.json()["article"]["favoritesCount"] == 1
         finally:
