@@ -51,7 +51,7 @@ from app.resilience.rate_limit import RateLimiter
 from app.resilience.shutdown import GracefulShutdown
 from app.schemas.common import error_responses
 from app.services.articles import LIST_GENERATION_KEY, public_article_key
-from app.services.storage import build_image_storage
+from app.services.storage import StorageUnavailableError, build_image_storage
 from app.services.tags import TAGS_KEY
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ def build_resources(
         "redis": _breaker("redis", settings, metrics, failure_types=REDIS_ERRORS),
         "database": _breaker("database", settings, metrics, failure_types=CONNECTION_ERRORS),
     }
+    if settings.UPLOAD_STORAGE == "s3":
+        # Only a remote store: a dead one would cost each upload its timeouts and retry.
+        breakers["storage"] = _breaker(
+            "storage", settings, metrics, failure_types=(StorageUnavailableError,)
+        )
     tracer = tracing.tracer("app.db.redis") if tracing is not None else None
     redis = RedisService(settings, breakers["redis"], tracer)
     replicas = build_replica_set(
@@ -141,7 +146,7 @@ def build_resources(
             redelete_after=window,
         ),
         breakers=breakers,
-        image_storage=build_image_storage(settings),
+        image_storage=build_image_storage(settings, breakers.get("storage")),
         # GET /api/tags is answered from the cache: its value comes back with the count.
         rate_limiter=RateLimiter(
             settings,

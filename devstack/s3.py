@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -65,8 +66,19 @@ class MotoS3Server:
             # werkzeug colours the request of a 4xx/5xx line: drop the escapes.
             self.lines.append(ANSI_ESCAPE.sub("", line.rstrip("\n")))
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): the kernel still accepts connections, nothing answers
+        them, as with a hung store; requests wait out their read timeouts."""
+        assert self.process
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.resume()  # a paused process would hold SIGTERM until continued
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

@@ -5,6 +5,8 @@
 - /health/readiness: Postgres answers (and Redis when required), each check bounded; 503 while
   draining on shutdown so balancers take the instance out before it stops.
 - /health/detailed, /health/metrics: for operators and Prometheus, behind METRICS_TOKEN.
+  Detailed health also reports the image storage; readiness never checks it (an outage of the
+  store costs uploads only, and the API keeps serving everything else).
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ from app.api.plain_route import PlainRequestRoute
 from app.api.state import Resources
 from app.core.error_handlers import UnauthorizedError, error_body
 from app.observability import system
-from app.observability.checks import CheckResult, check_database, check_redis, database_pool
+from app.observability.checks import (
+    CheckResult,
+    check_database,
+    check_redis,
+    check_storage,
+    database_pool,
+)
 from app.observability.worker_gauges import refresh_worker_gauges
-from app.resilience.circuit_breaker import STATE_VALUES
+from app.resilience.circuit_breaker import STATE_VALUES, BreakerState
 from app.schemas.health import HealthStatus
 
 # Two routers, because routes are matched in the order they were included: the probe that
@@ -150,7 +158,9 @@ def _overall_status(checks: dict[str, CheckResult], redis_required: bool) -> str
 
 @router.get("/detailed", summary="Dependency, pool, breaker and system status (operators)")
 async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str, Any]:
-    checks = await _dependency_checks(resources)
+    checks, storage = await asyncio.gather(
+        _dependency_checks(resources), check_storage(resources.image_storage)
+    )
     database = checks["database"].as_dict()
     database["pool"] = database_pool(resources.engine)
     # Where Redis is and why it failed last: for operators only, not on the public probes.
@@ -161,18 +171,25 @@ async def detailed(resources: ResourcesDep, _: None = OperatorOnly) -> dict[str,
     status = _overall_status(checks, settings.REDIS_REQUIRED)
     if status == "ok" and any(replica["status"] != "ok" for replica in replicas):
         status = "degraded"  # the primary serves the reads a replica cannot
+    if status == "ok" and _uploads_refused(storage, resources):
+        status = "degraded"  # everything but uploads (and S3-served images) works
     return {
         "status": status,
         "version": settings.APP_VERSION,
         "environment": settings.APP_ENV,
         "uptime_seconds": round(time.monotonic() - resources.started_at, 1),
         "draining": resources.draining,
-        "checks": {"database": database, "redis": redis},
+        "checks": {"database": database, "redis": redis, "storage": storage.as_dict()},
         "replicas": replicas,
         "circuit_breakers": {name: b.state.value for name, b in resources.breakers.items()},
         "rate_limiter": resources.rate_limiter.status() if resources.rate_limiter else None,
         "system": await asyncio.to_thread(system.snapshot),
     }
+
+
+def _uploads_refused(storage: CheckResult, resources: Resources) -> bool:
+    breaker = resources.breakers.get("storage")
+    return storage.status != "ok" or (breaker is not None and breaker.state is BreakerState.OPEN)
 
 
 @router.get(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.database_production import ping, pool_status
 from app.db.redis import RedisService, RedisUnavailableError
+from app.services.storage import ImageStorage, StorageCheckError
 
 CHECK_TIMEOUT_SECONDS = 1.0
 Status = Literal["ok", "down", "disabled"]
@@ -50,6 +51,22 @@ async def check_redis(redis: RedisService, limit: float = CHECK_TIMEOUT_SECONDS)
     except (RedisUnavailableError, TimeoutError) as exc:
         return CheckResult("down", error=str(exc) or type(exc).__name__)
     return CheckResult("ok", latency_ms=round(latency, 2))
+
+
+async def check_storage(storage: ImageStorage, limit: float = CHECK_TIMEOUT_SECONDS) -> CheckResult:
+    """Where images go, whether the store answers now (outside its breaker, which is reported
+    as it stands) and the last failed request. Detailed health only: never readiness."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            measured = await storage.check()
+    except TimeoutError:
+        error = f"no answer within {limit:g} s"
+        return CheckResult("down", error=error, details=storage.describe())
+    except StorageCheckError as exc:
+        return CheckResult("down", error=str(exc), details=storage.describe())
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return CheckResult("ok", latency_ms=latency, details={**storage.describe(), **measured})
 
 
 def database_pool(engine: AsyncEngine) -> dict[str, int]:

@@ -173,6 +173,8 @@ class UploadService:
         field = _FileField(multipart_boundary(content_type))
         if content_length is not None and content_length > self.max_body_bytes:
             raise self._too_large()
+        # Before the body is read: a client whose upload cannot be stored is told at once.
+        self.storage.raise_if_unavailable()
         staged, handle = await asyncio.to_thread(self.storage.staging_file)
         try:
             writer = _HashingWriter(handle)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from app.core.config import Settings
+from app.services.storage import DiskImageStorage
 from devstack.servers import RedisServer, free_port
 from tests.support.apps import serve
 
@@ -282,3 +283,36 @@ async def test_health_is_documented_as_health_status(client: AsyncClient) -> Non
     response = await client.get("/health")
     assert response.status_code == 200
     assert set(response.json()) == {"status", "service", "version"}
+
+
+# --- image storage (local disk; the S3 store is in test_uploads_s3.py) --------------------
+
+
+async def test_detailed_reports_local_storage(
+    client: AsyncClient, app: FastAPI, tmp_path: Path
+) -> None:
+    resources = app.state.resources
+    original = resources.image_storage
+    try:
+        resources.image_storage = DiskImageStorage(tmp_path / "uploads")
+        body = (await client.get("/health/detailed")).json()
+        storage = body["checks"]["storage"]
+        assert storage["status"] == "ok"
+        assert storage["backend"] == "local"
+        assert storage["directory"] == str((tmp_path / "uploads").resolve())
+        assert storage["writable"] is True
+        assert storage["free_bytes"] > 0
+        assert "breaker" not in storage
+        assert "storage" not in body["circuit_breakers"], "a local disk gets no breaker"
+
+        # A path that cannot be a directory (even for root, unlike a permission bit).
+        (tmp_path / "a-file").write_bytes(b"")
+        resources.image_storage = DiskImageStorage(tmp_path / "a-file")
+        body = (await client.get("/health/detailed")).json()
+        assert body["status"] == "degraded"
+        assert body["checks"]["storage"]["status"] == "down"
+        assert "is not writable" in body["checks"]["storage"]["error"]
+        readiness = await client.get("/health/readiness")
+        assert readiness.status_code == 200, "uploads failing never takes the API out"
+    finally:
+        resources.image_storage = original

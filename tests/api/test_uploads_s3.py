@@ -4,11 +4,14 @@ bucket is listed and the server's request log counted."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,11 +19,15 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings
+from app.resilience.circuit_breaker import CircuitBreaker
 from app.services.s3_storage import S3ImageStorage
 from devstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3Server
 from tests.api.helpers import auth, register
+from tests.support.apps import serve
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 Attach = Callable[..., Awaitable[S3ImageStorage]]
@@ -71,7 +78,8 @@ async def attach_s3(
 
     async def attach(server: MotoS3Server = s3_server, **overrides: object) -> S3ImageStorage:
         storage = S3ImageStorage(
-            s3_settings(settings_factory, server, bucket, tmp_path, **overrides)
+            s3_settings(settings_factory, server, bucket, tmp_path, **overrides),
+            CircuitBreaker("storage"),
         )
         await storage.start()
         opened.append(storage)
@@ -261,3 +269,154 @@ async def test_storage_down_gives_503_and_nothing_partial(
         assert outage.admin().get_object(Bucket=bucket, Key=key)["Body"].read() == data
     finally:
         outage.stop()
+
+
+# --- the storage breaker and detailed health, on an app built with UPLOAD_STORAGE=s3 ----------
+
+RESET_SECONDS = 3.0
+S3_TIMEOUT = 3
+
+
+def breaker_gauge(exposition: str, name: str) -> float:
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "circuit_breaker_state" and sample.labels.get("name") == name
+    )
+
+
+async def storage_health(http: AsyncClient) -> dict[str, Any]:
+    detailed = await http.get("/health/detailed")
+    assert detailed.status_code == 200
+    readiness = await http.get("/health/readiness")
+    assert readiness.status_code == 200, "the store is never part of readiness"
+    assert "storage" not in readiness.json()["checks"]
+    for response in (detailed, readiness):
+        assert SECRET_ACCESS_KEY not in response.text
+        assert ACCESS_KEY_ID not in response.text
+    body: dict[str, Any] = detailed.json()
+    return body
+
+
+async def test_storage_breaker_opens_in_an_outage_and_closes_when_the_store_is_back(
+    app: FastAPI, db_connection: AsyncConnection, settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    bucket = f"uploads-{uuid.uuid4().hex[:12]}"
+    outage = MotoS3Server().start()
+    try:
+        outage.create_bucket(bucket)
+        settings = s3_settings(
+            settings_factory, outage, bucket, tmp_path, S3_TIMEOUT_SECONDS=S3_TIMEOUT,
+            BREAKER_FAILURE_THRESHOLD=2, BREAKER_RESET_SECONDS=RESET_SECONDS,
+        )  # fmt: skip
+        async with serve(settings) as http:
+            # This app's writes go into the test's transaction, rolled back with it.
+            http.app.state.resources.session_factory = app.state.resources.session_factory  # type: ignore[attr-defined]
+            token = (await register(http))["token"]
+            stored = image_bytes("PNG", (0, 90, 0))
+            assert (await upload(http, token, stored)).status_code == 201
+            body = await storage_health(http)
+            assert body["status"] == "ok"
+            assert body["circuit_breakers"]["storage"] == "closed"
+            storage = body["checks"]["storage"]
+            assert storage["status"] == "ok"
+            assert storage["latency_ms"] >= 0
+            assert storage["backend"] == "s3"
+            assert storage["bucket"] == bucket
+            assert storage["endpoint"] == f"127.0.0.1:{outage.port}"
+            assert storage["breaker"] == "closed"
+            assert storage["last_error"] is None
+
+            outage.stop()
+            # Below the threshold each upload still tries the store (and waits for it).
+            for colour in (1, 2):
+                down = await upload(http, token, image_bytes("PNG", (colour, 0, 0)))
+                assert down.status_code == 503, down.text
+            # Open: refused before the body is read, without a request to the store.
+            started = time.monotonic()
+            refused = await upload(http, token, image_bytes("WEBP"))
+            elapsed = time.monotonic() - started
+            assert refused.status_code == 503
+            assert elapsed < S3_TIMEOUT / 10, f"{elapsed:.3f} s: the breaker did not answer"
+            assert refused.json()["code"] == "storage_unavailable"
+            assert refused.json()["request_id"]
+            assert refused.headers["retry-after"] == "5"
+            served = await http.get(f"/uploads/{hashlib.sha256(stored).hexdigest()}.png")
+            assert served.status_code == 503
+            assert served.json()["code"] == "storage_unavailable"
+            assert staged_files(tmp_path) == []
+
+            body = await storage_health(http)
+            assert body["status"] == "degraded"
+            assert body["circuit_breakers"]["storage"] == "open"
+            storage = body["checks"]["storage"]
+            assert storage["status"] == "down"
+            assert storage["breaker"] == "open"
+            assert "Could not connect" in storage["error"]
+            assert storage["last_error"].startswith("head: EndpointConnectionError")
+            assert breaker_gauge((await http.get("/health/metrics")).text, "storage") == 2
+
+            # Back (an empty emulator on the same port): health sees it at once, uploads once
+            # the cool-down is over and the trial request succeeds.
+            outage.start()
+            outage.create_bucket(bucket)
+            assert (await storage_health(http))["checks"]["storage"]["status"] == "ok"
+            deadline = time.monotonic() + RESET_SECONDS + 5
+            while (await storage_health(http))["circuit_breakers"]["storage"] == "open":
+                assert time.monotonic() < deadline, "the breaker never half-opened"
+                await asyncio.sleep(0.2)
+            retried = await upload(http, token, image_bytes("WEBP"))
+            assert retried.status_code == 201, retried.text
+            body = await storage_health(http)
+            assert body["status"] == "ok"
+            assert body["circuit_breakers"]["storage"] == "closed"
+            assert body["checks"]["storage"]["last_error"] is None
+            assert breaker_gauge((await http.get("/health/metrics")).text, "storage") == 0
+            key = f"{hashlib.sha256(image_bytes('WEBP')).hexdigest()}.webp"
+            assert outage.keys(bucket) == [key]
+    finally:
+        outage.stop()
+
+
+async def test_a_hanging_store_costs_one_upload_its_timeouts_then_none(
+    app: FastAPI, db_connection: AsyncConnection, settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The case the breaker is for: a store that accepts connections and never answers (the
+    server frozen with SIGSTOP) costs each request its read timeouts, until the breaker opens."""
+    bucket = f"uploads-{uuid.uuid4().hex[:12]}"
+    with MotoS3Server() as hung:
+        hung.create_bucket(bucket)
+        settings = s3_settings(
+            settings_factory, hung, bucket, tmp_path, S3_TIMEOUT_SECONDS=1,
+            BREAKER_FAILURE_THRESHOLD=1, BREAKER_RESET_SECONDS=2,
+        )  # fmt: skip
+        async with serve(settings) as http:
+            http.app.state.resources.session_factory = app.state.resources.session_factory  # type: ignore[attr-defined]
+            token = (await register(http))["token"]
+            hung.pause()
+            try:
+                started = time.monotonic()
+                slow = await upload(http, token, image_bytes("PNG", (3, 3, 3)))
+                slow_elapsed = time.monotonic() - started
+                assert slow.status_code == 503
+                assert slow_elapsed >= 1, f"{slow_elapsed:.2f} s: it did not wait for the store"
+                started = time.monotonic()
+                fast = await upload(http, token, image_bytes("PNG", (4, 4, 4)))
+                assert fast.status_code == 503
+                assert fast.json()["code"] == "storage_unavailable"
+                assert time.monotonic() - started < 0.1
+                body = await storage_health(http)  # the check is bounded: ~1 s, not hanging
+                assert body["checks"]["storage"]["status"] == "down"
+                assert body["checks"]["storage"]["breaker"] == "open"
+                assert "timeout" in body["checks"]["storage"]["last_error"].lower()
+            finally:
+                hung.resume()
+            deadline = time.monotonic() + 10
+            while (await storage_health(http))["circuit_breakers"]["storage"] == "open":
+                assert time.monotonic() < deadline, "the breaker never half-opened"
+                await asyncio.sleep(0.2)
+            assert (await upload(http, token, image_bytes("PNG", (5, 5, 5)))).status_code == 201
+            assert (await storage_health(http))["circuit_breakers"]["storage"] == "closed"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from app.resilience.circuit_breaker import CircuitBreaker
 from app.services.s3_storage import S3ImageStorage
 from devstack.nginx import render_template
 from devstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3Server
@@ -62,7 +63,7 @@ async def stored_by_the_app(
         S3_ACCESS_KEY_ID=ACCESS_KEY_ID,
         S3_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
     )
-    storage = S3ImageStorage(settings)
+    storage = S3ImageStorage(settings, CircuitBreaker("storage"))
     await storage.start()
     try:
         staged, handle = storage.staging_file()
