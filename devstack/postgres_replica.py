@@ -45,10 +45,20 @@ class PostgresReplica(PostgresServer):
         self.query("SELECT pg_wal_replay_resume()")
 
     def wait_streaming(self, timeout: float = 30.0) -> None:
-        """Until the WAL receiver streams and everything the primary wrote is replayed."""
+        """Until the WAL receiver streams and everything the primary wrote so far is replayed.
+
+        A synchronous commit that wrote something first flushes all the WAL before it (the
+        test primary commits asynchronously, and an idle one may hold a written record
+        unflushed for seconds; a commit that wrote nothing else is not flushed).
+        """
+        self.primary.query(
+            "SET synchronous_commit = on;"
+            " CREATE TABLE IF NOT EXISTS devstack_wal_flush (at timestamptz);"
+            " INSERT INTO devstack_wal_flush VALUES (now())"
+        )
+        target = self.primary.query("SELECT pg_current_wal_flush_lsn()")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            target = self.primary.query("SELECT pg_current_wal_insert_lsn()")
             caught_up = self.query(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
                 f" AND pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"

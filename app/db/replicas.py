@@ -2,9 +2,10 @@
 lag measured in the background (never per request).
 
 Each worker measures every replica once per DATABASE_REPLICA_CHECK_SECONDS:
-- the primary's WAL position first (`pg_current_wal_insert_lsn()`: written, flushed or not,
-  so an asynchronous commit counts too), then, on each replica, `pg_last_wal_replay_lsn()`
-  and `pg_last_xact_replay_timestamp()`;
+- the primary's flushed WAL position first (`pg_current_wal_flush_lsn()`: what a replica can
+  have; a record inserted but not flushed, such as the periodic running-transactions record
+  on an idle primary, may wait seconds for a flush and would make every replica look behind),
+  then, on each replica, `pg_last_wal_replay_lsn()` and `pg_last_xact_replay_timestamp()`;
 - a replica that has replayed at least that position is caught up (lag 0). The
   replay timestamp alone would not do: it is the commit time of the last transaction replayed,
   so on an idle primary it stops moving and an idle-but-current replica would look ever later;
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-PRIMARY_POSITION = text("SELECT pg_current_wal_insert_lsn()::text")
+PRIMARY_POSITION = text("SELECT pg_current_wal_flush_lsn()::text")
 REPLICA_STATE = text(
     """
     SELECT pg_is_in_recovery() AS in_recovery,

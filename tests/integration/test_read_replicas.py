@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from devstack.postgres_replica import PostgresReplica
 from devstack.servers import PostgresServer, free_port
 from tests.api.helpers import auth, create_article
+from tests.integration.conftest import OUTAGE_DATABASE
 from tests.support.apps import serve
 from tests.support.databases import fresh_database
 
@@ -341,3 +342,47 @@ async def test_signed_in_reads_learn_of_recent_writes_with_the_rate_limit_count(
             assert (await http.get(comments, headers=auth(writer["token"]))).status_code == 200
         assert (on_replica.count(COMMENTS_READ), on_primary.count(COMMENTS_READ)) == (3, 3)
         assert await exists_calls(base_env["REDIS_URL"]) == before
+
+
+async def test_a_read_failing_on_the_replica_with_the_primary_down_answers_503(
+    settings_factory: Any,
+    dedicated_postgres: PostgresServer,
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one case with no server left: the replica breaks mid-request, the read moves to the
+    primary, which is down too. The answer is the 503 envelope, not a 500."""
+    dedicated_postgres.query(f"ALTER DATABASE {OUTAGE_DATABASE} SET log_statement = 'all'")
+    port = free_port()
+    standby = PostgresReplica(workdir / f"pg-replica-{port}" / "data", port, dedicated_postgres)
+    standby.start()
+    try:
+        standby.wait_streaming()
+        settings = settings_factory(
+            DATABASE_URL=dedicated_postgres.url(OUTAGE_DATABASE),
+            DATABASE_REPLICA_URLS=standby.url(OUTAGE_DATABASE),
+            # No check between the stop and the read: the request finds the replica dead.
+            DATABASE_REPLICA_CHECK_SECONDS=10,
+        )
+        async with serve(settings) as http:
+            writer = await signup(http)
+            article = await create_article(http, writer["token"], title="Nowhere to read")
+            comments = f"/api/articles/{article['slug']}/comments"
+            standby.wait_streaming()
+            await http.app.state.resources.replicas.refresh()  # type: ignore[attr-defined]
+            assert (await replica_status(http))["status"] == "ok"
+            on_replica = LogWatch(standby)
+            for _ in range(3):  # the replica's pooled connection was just used: no ping
+                assert (await http.get(comments)).status_code == 200
+            assert on_replica.count(COMMENTS_READ) == 3
+
+            standby.stop("immediate")
+            dedicated_postgres.stop("immediate")
+            capsys.readouterr()
+            response = await http.get(comments)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "database_unavailable"
+            assert int(response.headers["retry-after"]) > 0
+            assert "replica_read_failed" in capsys.readouterr().out
+    finally:
+        standby.stop("immediate")
