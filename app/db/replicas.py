@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# A request that finds its replica's pool dry waits this long, then reads from the primary:
+# not DB_POOL_TIMEOUT's seconds, since another server can answer at once.
+REPLICA_POOL_TIMEOUT_SECONDS = 0.25
 PRIMARY_POSITION = text("SELECT pg_current_wal_flush_lsn()::text")
 REPLICA_STATE = text(
     """
@@ -193,7 +196,12 @@ def build_replica_set(
     replicas = []
     for index, url in enumerate(settings.DATABASE_REPLICA_URLS):
         name = f"replica-{index}"
-        engine = create_engine(settings, url=url, pool_size=settings.DATABASE_REPLICA_POOL_SIZE)
+        engine = create_engine(
+            settings,
+            url=url,
+            pool_size=settings.DATABASE_REPLICA_POOL_SIZE,
+            pool_timeout=min(settings.DB_POOL_TIMEOUT, REPLICA_POOL_TIMEOUT_SECONDS),
+        )
         replicas.append(Replica(name, replica_address(url), engine, breaker_for(name)))
     return ReplicaSet(
         replicas,
