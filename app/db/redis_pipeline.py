@@ -297,9 +297,11 @@ class PipelinedRedis:
             except redis_exc.ConnectionError as exc:
                 self._log_failure(exc, address="the Sentinels")
                 raise
+        connected = False
         try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._open_connection()
+                connected = True
                 try:
                     await self._run_handshake(conn)
                 except BaseException:
@@ -307,12 +309,12 @@ class PipelinedRedis:
                     raise
         except redis_exc.ConnectionError as exc:
             # AuthenticationError, BusyLoadingError, ...: already what callers expect.
-            self._log_failure(exc)
+            self._log_failure(exc, refused_after_tls=connected and self._ssl is not None)
             raise
         except (OSError, redis_exc.RedisError) as exc:  # OSError includes the timeout.
             where = self._path or f"{self._host}:{self._port}"
             message = f"cannot connect to Redis at {where}: {type(exc).__name__}: {exc}"
-            self._log_failure(exc)
+            self._log_failure(exc, refused_after_tls=connected and self._ssl is not None)
             raise redis_exc.ConnectionError(message) from exc
         if self._closed:
             conn.abort(redis_exc.ConnectionError, "Redis client closed")
@@ -320,15 +322,23 @@ class PipelinedRedis:
         self._conn = conn
         return conn
 
-    def _log_failure(self, exc: BaseException, address: str | None = None) -> None:
+    def _log_failure(
+        self, exc: BaseException, address: str | None = None, *, refused_after_tls: bool = False
+    ) -> None:
         """One line per failed connect (the breaker spaces them out once it is open), saying
         why: a wrong password or an unverifiable certificate is a setting to fix, not an
-        outage to wait for."""
+        outage to wait for.
+
+        `refused_after_tls`: the TLS handshake completed, then the server dropped the
+        connection before its first reply. With TLS 1.3 that is how a server refusing the
+        client's certificate shows, as an alert or as a plain reset, whichever the kernel
+        delivers first."""
+        lost = isinstance(exc, ConnectionResetError | BrokenPipeError) or "lost" in str(exc)
         if isinstance(
             exc, redis_exc.AuthenticationError | redis_exc.AuthorizationError
         ) or "AuthenticationError" in str(exc):  # a Sentinel's refusal, inside MasterNotFound
             reason = "authentication"
-        elif isinstance(exc, ssl.SSLError) or "[SSL" in str(exc):
+        elif isinstance(exc, ssl.SSLError) or "[SSL" in str(exc) or (refused_after_tls and lost):
             reason = "tls"
         elif isinstance(exc, TimeoutError | redis_exc.TimeoutError):
             reason = "timeout"
