@@ -105,6 +105,7 @@ def production_env(services: Services, workdir: Path, *, workers: int) -> dict[s
     if services.replica_url is not None:
         env["DATABASE_REPLICA_URLS"] = services.replica_url
         env["DATABASE_REPLICA_POOL_SIZE"] = env["DB_POOL_SIZE"]  # the reads move there
+        env["DATABASE_REPLICA_MAX_OVERFLOW"] = env["DB_MAX_OVERFLOW"]  # the same churn to avoid
     if workers > 1:
         metrics_dir = workdir / f"prometheus-{workers}"
         metrics_dir.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,10 @@ class Settings(BaseSettings):
         1.0, gt=0, le=10, description="How often each worker measures every replica's lag"
     )
     DATABASE_REPLICA_POOL_SIZE: int = Field(
-        5, ge=1, description="Connections kept open per replica per worker (as many overflow)"
+        5, ge=1, description="Connections kept open per replica per worker"
+    )
+    DATABASE_REPLICA_MAX_OVERFLOW: int = Field(
+        5, ge=0, description="Extra replica connections per worker for bursts, closed after use"
     )
 
     # --- redis ---------------------------------------------------------------------------

@@ -66,14 +66,14 @@ def create_engine(
     *,
     url: str | None = None,
     pool_size: int | None = None,
+    max_overflow: int | None = None,
     pool_timeout: float | None = None,
 ) -> AsyncEngine:
-    """The primary's engine; with `url` and `pool_size`, a replica's (`pool_size` connections
-    kept, as many again in overflow)."""
+    """The primary's engine; with `url` and the pool's figures, a replica's."""
     engine = create_async_engine(
         url or settings.DATABASE_URL,
         pool_size=pool_size or settings.DB_POOL_SIZE,
-        max_overflow=pool_size if pool_size is not None else settings.DB_MAX_OVERFLOW,
+        max_overflow=settings.DB_MAX_OVERFLOW if max_overflow is None else max_overflow,
         pool_timeout=settings.DB_POOL_TIMEOUT if pool_timeout is None else pool_timeout,
         pool_recycle=settings.DB_POOL_RECYCLE,
         echo=settings.DB_ECHO,

@@ -200,6 +200,7 @@ def build_replica_set(
             settings,
             url=url,
             pool_size=settings.DATABASE_REPLICA_POOL_SIZE,
+            max_overflow=settings.DATABASE_REPLICA_MAX_OVERFLOW,
             pool_timeout=min(settings.DB_POOL_TIMEOUT, REPLICA_POOL_TIMEOUT_SECONDS),
         )
         replicas.append(Replica(name, replica_address(url), engine, breaker_for(name)))
