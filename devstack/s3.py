@@ -7,10 +7,16 @@ not S3's. No S3-compatible server ships in Debian, so the harness uses this one.
 
 The server's request log (one werkzeug line per request, e.g. `"PUT /bucket/key HTTP/1.1" 200`)
 is collected so tests can count the requests the real server received.
+
+moto runs from a virtualenv of its own (`.data/tools/moto-<version>`, made on first use from
+PyPI), not from the project's `.venv`: it brings `cryptography`, and PyJWT imports
+`cryptography` whenever it is installed, which put 8 MB into every app worker that `make bench`
+measures, for a package the production image does not have (requirements-production.txt).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import signal
@@ -23,11 +29,34 @@ from typing import Any
 
 from devstack.servers import free_port, wait_for_port
 
+ROOT = Path(__file__).resolve().parent.parent
+MOTO_REQUIREMENT = "moto[server]==5.2.6"
+MOTO_ENV = ROOT / ".data" / "tools" / f"moto-{MOTO_REQUIREMENT.rpartition('==')[2]}"
+
 ACCESS_KEY_ID = "devstack-access-key"
 # Any key is accepted by the emulator.
 SECRET_ACCESS_KEY = "devstack-secret-key-0123456789"
 REGION = "us-east-1"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def moto_python() -> Path:
+    """The interpreter of moto's own virtualenv, made the first time (a lock keeps two test or
+    bench processes from building it at once)."""
+    python = MOTO_ENV / "bin" / "python"
+    ready = MOTO_ENV / ".installed"
+    if ready.exists():
+        return python
+    MOTO_ENV.parent.mkdir(parents=True, exist_ok=True)
+    with (MOTO_ENV.parent / ".moto.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(MOTO_ENV)], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", MOTO_REQUIREMENT], check=True
+            )
+            ready.touch()
+    return python
 
 
 class MotoS3Server:
@@ -43,7 +72,7 @@ class MotoS3Server:
 
     def start(self, timeout: float = 30.0) -> MotoS3Server:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [str(moto_python()), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             cwd=Path(__file__).resolve().parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -90,10 +119,11 @@ class MotoS3Server:
         self.process = None
 
     def admin(self) -> Any:
-        """A plain boto3 client (moto's own dependency) for setup and inspection in tests."""
-        import boto3
+        """A plain, synchronous botocore client (botocore comes with the app's aiobotocore) for
+        setup and inspection in tests: boto3's `client("s3")` is this same object."""
+        import botocore.session
 
-        return boto3.client(
+        return botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.url,
             region_name=REGION,
