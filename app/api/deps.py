@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from app.api.replica_reads import open_replica_reads
+from app.api.replica_reads import checkout_primary, open_replica_reads
 from app.api.state import Resources
 from app.core.config import Settings
 from app.core.error_handlers import DatabaseUnavailableError, UnauthorizedError
@@ -156,12 +156,7 @@ async def open_read_connection(
         async with open_replica_reads(resources, replicas, viewer_id, prefetched) as connection:
             yield connection
         return
-    try:
-        pooled = await resources.breakers["database"].call(resources.engine.raw_connection)
-    except Exception as exc:
-        if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
-            raise DatabaseUnavailableError() from exc
-        raise
+    pooled = await checkout_primary(resources)
 
     async def invalidate() -> None:
         await greenlet_spawn(pooled.invalidate)

@@ -60,6 +60,17 @@ async def choose_replica(
     return replica
 
 
+async def checkout_primary(resources: Resources) -> Any:
+    """A pooled primary connection, taken through the database breaker: once Postgres is known
+    down, the request gets its 503 at once instead of waiting out the connect timeout."""
+    try:
+        return await resources.breakers["database"].call(resources.engine.raw_connection)
+    except Exception as exc:
+        if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
+            raise DatabaseUnavailableError() from exc
+        raise
+
+
 @asynccontextmanager
 async def open_replica_reads(
     resources: Resources,
@@ -70,12 +81,7 @@ async def open_replica_reads(
     held: list[Any] = []  # pooled connections to give back, replica's and primary's
 
     async def primary_connection() -> Any:
-        try:
-            pooled = await resources.breakers["database"].call(resources.engine.raw_connection)
-        except Exception as exc:
-            if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
-                raise DatabaseUnavailableError() from exc
-            raise
+        pooled = await checkout_primary(resources)
         held.append(pooled)
         return pooled
 
