@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -29,9 +26,7 @@ from httpx import ASGITransport, AsyncClient
 
 from app.core.config import Settings
 from app.main import create_app
-from devstack.servers import PostgresServer, RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench.environment import services
 
 
 @asynccontextmanager
@@ -98,33 +93,17 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-mode-"))
     workdir.chmod(0o755)
-    postgres = PostgresServer(workdir / "pg" / "data", free_port())
-    redis = RedisServer(free_port(), workdir / "redis")
-    try:
-        postgres.start()
-        postgres.create_database("conduit_cost")
-        redis.start()
-        url = postgres.url("conduit_cost")
-        subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"},
-            check=True,
-            capture_output=True,
-        )
+    with services(workdir) as svc:  # Postgres (migrated) and Redis, as `make bench` starts them
         env = {
             "APP_ENV": "test",
             "SECRET_KEY": "bench-secret-key-that-is-long-enough-0123456789",
-            "DATABASE_URL": url,
-            "REDIS_URL": redis.url,
+            "DATABASE_URL": svc.database_url,
+            "REDIS_URL": svc.redis_url,
             "RATE_LIMIT_ENABLED": "false",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
         }
         asyncio.run(measure(env, args.rounds, args.requests))
-    finally:
-        redis.stop()
-        postgres.stop("immediate")
 
 
 if __name__ == "__main__":
