@@ -82,10 +82,7 @@ def test_database_outage_and_recovery(
         assert server.process.poll() is None
 
     # The stale pooled connections were found dead (pre-ping) and replaced, and logged as such.
-    invalidated = [
-        line for line in server.json_lines() if line.get("event") == "db_connection_invalidated"
-    ]
-    assert invalidated
+    server.wait_for_line(lambda line: line.get("event") == "db_connection_invalidated")
 
 
 async def test_dry_pool_answers_503_instead_of_hanging(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -35,10 +34,12 @@ def completed(server: LiveServer, request_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def wait_for_line(server: LiveServer, request_id: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not completed(server, request_id):
-        time.sleep(0.05)
+def wait_for_line(server: LiveServer, request_id: str) -> None:
+    server.wait_for_line(
+        lambda line: (
+            line.get("event") == "request_completed" and line.get("request_id") == request_id
+        )
+    )
 
 
 REQUESTS = [

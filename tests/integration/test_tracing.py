@@ -111,8 +111,10 @@ def test_list_articles_span_tree_and_log_lines(
     # Keys and arguments stay out of Redis spans: they hold usernames and client addresses.
     assert not any("ratelimit" in str(v) for s in redis for v in s.attributes.values())
 
+    traced_app.wait_for_line(
+        lambda line: line.get("request_id") == request_id and line["event"] == "request_completed"
+    )
     lines = [line for line in traced_app.json_lines() if line.get("request_id") == request_id]
-    assert any(line["event"] == "request_completed" for line in lines)
     for line in lines:
         assert line["trace_id"] == incoming_trace, line
         assert HEX16.match(line["span_id"]), line
@@ -124,10 +126,8 @@ def test_a_request_without_traceparent_starts_a_trace(
 ) -> None:
     response = httpx.get(f"{traced_app.url}/api/tags")
     request_id = response.headers["x-request-id"]
-    completed = next(
-        line
-        for line in traced_app.json_lines()
-        if line.get("request_id") == request_id and line["event"] == "request_completed"
+    completed = traced_app.wait_for_line(
+        lambda line: line.get("request_id") == request_id and line["event"] == "request_completed"
     )
     trace_id = completed["trace_id"]
     assert HEX32.match(trace_id)

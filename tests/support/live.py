@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,21 @@ class LiveServer:
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines if line.strip()]
+
+    def wait_for_line(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The last JSON line matching `predicate`. A thread reads stdout, and the app logs a
+        request's `request_completed` line after the response went out, so a test that has its
+        response may be ahead of the line: wait for it instead of reading once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.json_lines() if predicate(line)]
+            if found:
+                return found[-1]
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no matching log line in {timeout} s")
+            time.sleep(0.05)
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         assert self.process
