@@ -74,7 +74,7 @@ class RequestTracesOnly(Sampler):
         """The decision for a request that arrived with no trace, taken before any span exists
         (app.middleware.tracing: an unsampled one then builds none), on a fresh random trace id
         as the SDK draws them (trace ids are not secrets: `random`, like the SDK)."""
-        trace_id = random.getrandbits(128)
+        trace_id = random.getrandbits(128)  # nosec B311 # trace ids are not secrets
         decision = self.root.should_sample(None, trace_id, "", SpanKind.SERVER).decision
         return decision is Decision.RECORD_AND_SAMPLE
 
