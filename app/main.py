@@ -26,6 +26,7 @@ from app.api.state import Resources
 from app.core.config import Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.logging_config import configure_logging, get_logger
+from app.core.tokens import signing_keys
 from app.db.cache import Cache, CacheInstruments
 from app.db.database_production import (
     CONNECTION_ERRORS,
@@ -36,6 +37,7 @@ from app.db.database_production import (
 from app.db.recent_writes import RecentWriters, window_seconds, writer_key
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.db.replicas import Replica, build_replica_set
+from app.db.token_versions import TokenVersions
 from app.middleware.body_limit import BodySizeLimitMiddleware
 from app.middleware.cors import OriginAwareCORSMiddleware
 from app.middleware.forwarded import ForwardedHeadersMiddleware
@@ -147,6 +149,8 @@ def build_resources(
         ),
         breakers=breakers,
         image_storage=build_image_storage(settings, breakers.get("storage")),
+        signing_keys=signing_keys(settings.secret_key, settings.previous_secret_keys),
+        token_versions=TokenVersions(redis, settings.JWT_EXPIRE_MINUTES * 60, metrics.retries),
         # GET /api/tags is answered from the cache: its value comes back with the count.
         rate_limiter=RateLimiter(
             settings,

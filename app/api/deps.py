@@ -22,9 +22,11 @@ from app.api.state import Resources
 from app.core.config import Settings
 from app.core.error_handlers import DatabaseUnavailableError, UnauthorizedError
 from app.core.logging_config import get_logger
-from app.core.security import InvalidTokenError, decode_access_token, token_from_header
+from app.core.tokens import InvalidTokenError, TokenClaims, decode_access_token, token_from_header
+from app.db.after_commit import run_after_commit
 from app.db.cache import Cache, run_pending_invalidations
 from app.db.database_production import is_database_unavailable
+from app.db.token_versions import VersionUnknownError, parse_version, version_key
 from app.models import User
 from app.repositories import users as users_repo
 from app.repositories.driver import ReadConnection
@@ -89,6 +91,7 @@ async def open_session(resources: Resources, *, read_only: bool) -> AsyncIterato
             yield session
             await session.commit()
             await run_pending_invalidations(session)
+            await run_after_commit(session)
         except Exception as exc:
             await _rollback_quietly(session)
             if isinstance(exc, CircuitOpenError) or is_database_unavailable(exc):
@@ -114,11 +117,11 @@ async def _remember_writer(request: Request, resources: Resources) -> None:
     """With replicas: the signed-in writer reads the primary for a while (read-your-writes)."""
     assert resources.recent_writers is not None
     try:
-        user_id = _user_id_from(request.headers.get("authorization"), request)
+        claims = _claims_from(request.headers.get("authorization"), request)
     except UnauthorizedError:
         return
-    if user_id is not None:
-        await resources.recent_writers.mark(user_id)
+    if claims is not None:
+        await resources.recent_writers.mark(claims.user_id)
 
 
 async def _rollback_quietly(session: AsyncSession) -> None:
@@ -136,6 +139,8 @@ async def open_read_connection(
     resources: Resources,
     viewer_id: int | None = None,
     prefetched: Mapping[str, object] | None = None,
+    *,
+    primary: bool = False,
 ) -> AsyncIterator[ReadConnection]:
     """A pooled connection for a GET route's reads, with no ORM session around it.
 
@@ -144,14 +149,15 @@ async def open_read_connection(
     connection, so they see what the test wrote. Checked out through the database breaker and
     mapped to a 503 when Postgres is unavailable, like `open_session`. With replicas
     configured, `app.api.replica_reads` decides where the reads go (`viewer_id`: the signed-in
-    reader, for read-your-writes; `prefetched`, what the rate limiter read with its count).
+    reader, for read-your-writes; `prefetched`, what the rate limiter read with its count),
+    unless `primary` asks for the primary.
     """
     bind = resources.session_factory.kw.get("bind")
     if isinstance(bind, AsyncConnection):
         pooled = await bind.get_raw_connection()
         yield ReadConnection(pooled.driver_connection, bind.invalidate)
         return
-    if resources.replicas is not None:
+    if resources.replicas is not None and not primary:
         replicas = resources.replicas
         async with open_replica_reads(resources, replicas, viewer_id, prefetched) as connection:
             yield connection
@@ -199,38 +205,89 @@ authorization_header = APIKeyHeader(
 AuthorizationDep = Annotated[str | None, Security(authorization_header)]
 
 
-def _user_id_from(authorization: str | None, request: Request) -> int | None:
+def _invalid_token() -> UnauthorizedError:
+    # One message for every reason (bad signature, expired, revoked, unknown key, no account):
+    # the reason is for the log line, not for whoever holds the token.
+    return UnauthorizedError("token is invalid or expired", code="invalid_token")
+
+
+def _claims_from(authorization: str | None, request: Request) -> TokenClaims | None:
+    """The verified claims of the request's token, None without one; not yet checked for
+    revocation (see `_require_current_version`)."""
     if authorization is None:
         return None
     token = token_from_header(authorization)
     if token is None:
         raise UnauthorizedError("authorization header must be 'Token <jwt>'", code="invalid_token")
     try:
-        return decode_access_token(token, resources_of(request).settings.secret_key)
+        return decode_access_token(token, resources_of(request).signing_keys)
     except InvalidTokenError as exc:
-        raise UnauthorizedError("token is invalid or expired", code="invalid_token") from exc
+        raise _invalid_token() from exc
+
+
+async def _require_current_version(request: Request, claims: TokenClaims) -> None:
+    """Refuse a token issued before its account's last password or email change.
+
+    The current version normally came with the rate limiter's count (no round trip of its
+    own); else Redis is asked, and when Redis cannot answer, Postgres (app/db/token_versions.py).
+    """
+    key = version_key(claims.user_id)
+    prefetched = request.scope.get("state", {}).get(PREFETCHED_STATE)
+    resources = resources_of(request)
+    current: int | None
+    if prefetched is not None and key in prefetched:
+        current = parse_version(prefetched[key])
+    else:
+        try:
+            current = await resources.token_versions.current(claims.user_id)
+        except VersionUnknownError:
+            async with open_read_connection(resources, primary=True) as connection:
+                current = await users_repo.token_version(connection, claims.user_id)
+            if current is None:  # a valid signature for an account that no longer exists
+                raise _invalid_token() from None
+    if current is not None and claims.version < current:
+        log.info("token_revoked", user_id=claims.user_id, version=claims.version)
+        raise _invalid_token()
 
 
 async def get_optional_user_id(request: Request, authorization: AuthorizationDep) -> int | None:
-    """The caller's id when a token is sent (a bad token is still a 401), else None."""
-    return _user_id_from(authorization, request)
+    """The caller's id when a token is sent (a bad or revoked token is still a 401), else None."""
+    claims = _claims_from(authorization, request)
+    if claims is None:
+        return None
+    await _require_current_version(request, claims)
+    return claims.user_id
 
 
 async def get_current_user_id(request: Request, authorization: AuthorizationDep) -> int:
-    user_id = _user_id_from(authorization, request)
-    if user_id is None:
+    claims = _claims_from(authorization, request)
+    if claims is None:
         raise UnauthorizedError("authorization token is missing", code="missing_token")
-    return user_id
+    await _require_current_version(request, claims)
+    return claims.user_id
+
+
+async def get_token_claims(request: Request, authorization: AuthorizationDep) -> TokenClaims:
+    """For routes that load the account: its row says the current version, no other check."""
+    claims = _claims_from(authorization, request)
+    if claims is None:
+        raise UnauthorizedError("authorization token is missing", code="missing_token")
+    return claims
 
 
 OptionalUserId = Annotated[int | None, Depends(get_optional_user_id)]
 CurrentUserId = Annotated[int, Depends(get_current_user_id)]
 
 
-async def get_current_user(user_id: CurrentUserId, session: SessionDep) -> User:
-    user = await users_repo.get_by_id(session, user_id)
+async def get_current_user(
+    claims: Annotated[TokenClaims, Depends(get_token_claims)], session: SessionDep
+) -> User:
+    user = await users_repo.get_by_id(session, claims.user_id)
     if user is None:  # a valid signature for an account that no longer exists
-        raise UnauthorizedError("token is invalid or expired", code="invalid_token")
+        raise _invalid_token()
+    if claims.version < user.token_version:
+        log.info("token_revoked", user_id=claims.user_id, version=claims.version)
+        raise _invalid_token()
     return user
 
 

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.tokens import SigningKeys
 from app.db.cache import Cache
 from app.db.recent_writes import RecentWriters
 from app.db.redis import RedisService
 from app.db.replicas import ReplicaSet
+from app.db.token_versions import TokenVersions
 from app.observability.metrics import AppMetrics
 from app.resilience.circuit_breaker import CircuitBreaker
 from app.resilience.rate_limit import RateLimiter
@@ -28,6 +30,8 @@ class Resources:
     cache: Cache
     breakers: dict[str, CircuitBreaker]
     image_storage: ImageStorage
+    signing_keys: SigningKeys
+    token_versions: TokenVersions
     rate_limiter: RateLimiter | None = None
     # Both None without DATABASE_REPLICA_URLS: every read goes to the primary.
     replicas: ReplicaSet | None = None

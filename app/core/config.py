@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     SECRET_KEY: SecretStr | None = Field(
         None, description="Signs JWTs; required in production, at least 32 characters"
     )
+    SECRET_KEY_PREVIOUS: SecretStr | None = Field(
+        None,
+        description="Retired signing keys, comma-separated: their tokens still verify "
+        "(key rotation without logouts); each at least 32 characters in production",
+    )
     JWT_EXPIRE_MINUTES: int = Field(60 * 24, ge=1, description="Lifetime of issued tokens")
     WEB_CONCURRENCY: int = Field(1, ge=1, description="Uvicorn worker processes")
     API_PREFIX: str = Field("/api", description="Mount point of the Conduit API")
@@ -155,6 +160,9 @@ class Settings(BaseSettings):
     RATE_LIMIT_WRITE: str = Field("30/minute", description="Per client, POST/PUT/DELETE routes")
     RATE_LIMIT_LOGIN: str = Field("10/minute", description="Per client, POST /api/users/login")
     RATE_LIMIT_REGISTER: str = Field("5/minute", description="Per client, POST /api/users")
+    RATE_LIMIT_LOGIN_ACCOUNT: str = Field(
+        "10/hour", description="Failed logins per account (submitted email), from any client"
+    )
 
     REQUEST_MAX_BYTES: int = Field(
         1024 * 1024, ge=1024, description="Largest JSON request body (uploads have their own)"
@@ -163,6 +171,9 @@ class Settings(BaseSettings):
     # --- uploads -------------------------------------------------------------------------
     UPLOAD_DIR: str = Field("./uploads", description="Where uploaded images are stored")
     UPLOAD_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted upload")
+    UPLOAD_MAX_PIXELS: int = Field(
+        40_000_000, gt=0, description="Largest accepted image, width*height (per frame)"
+    )
     UPLOAD_URL_PREFIX: str = Field("/uploads", description="Public URL path of stored images")
     UPLOAD_STORAGE: Literal["local", "s3"] = Field(
         "local", description="local: files under UPLOAD_DIR; s3: an S3-compatible bucket"
@@ -319,6 +330,12 @@ class Settings(BaseSettings):
             problems.append("SECRET_KEY is a placeholder value; generate a random one")
         elif len(secret) < MIN_SECRET_LENGTH:
             problems.append(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+        for position, previous in enumerate(self.previous_secret_keys, start=1):
+            if previous.lower() in PLACEHOLDER_SECRETS or len(previous) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"SECRET_KEY_PREVIOUS key {position} must be a random key of at least "
+                    f"{MIN_SECRET_LENGTH} characters"
+                )
         if self.DEBUG:
             problems.append("DEBUG must be false when APP_ENV=production")
         if "*" in self.CORS_ORIGINS:
@@ -358,6 +375,14 @@ class Settings(BaseSettings):
         if self.SECRET_KEY:
             return self.SECRET_KEY.get_secret_value()
         return "dev-insecure-secret-key-change-me-0000000000"
+
+    @property
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """SECRET_KEY_PREVIOUS split on commas, blanks dropped: keys that verify, never sign."""
+        if not self.SECRET_KEY_PREVIOUS:
+            return ()
+        raw = self.SECRET_KEY_PREVIOUS.get_secret_value()
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
 @lru_cache

@@ -8,6 +8,11 @@ see); and it can add the RateLimit-* headers to every response, successful or no
 It sits inside the forwarded-headers middleware (so `scope["client"]` is the real client, taken
 from X-Forwarded-For only when the peer is a trusted proxy) and inside CORS (so browsers can read
 a 429). The client is the user id of a valid token when there is one, else the client address.
+
+The script that counts also reads, in the same round trip, the keys this request needs next:
+the cache entry the route answers from (`RateLimiter.prefetch_key`) and, for a signed-in client,
+its published token version (app/db/token_versions.py), which the auth dependency compares with
+the token's. Both land in `scope["state"]`.
 """
 
 from __future__ import annotations
@@ -15,22 +20,36 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.error_handlers import RateLimitedError, error_response
-from app.core.security import InvalidTokenError, decode_access_token, token_from_header
-from app.resilience.rate_limit import NOT_READ, PREFETCHED_STATE, RateLimiter
+from app.core.tokens import (
+    InvalidTokenError,
+    SigningKeys,
+    TokenClaims,
+    decode_access_token,
+    token_from_header,
+)
+from app.db.token_versions import version_key
+from app.resilience.rate_limit import PREFETCHED_STATE, RateLimiter
 
 AUTHORIZATION = b"authorization"
 
 
-def client_key(scope: Scope, secret: str) -> str:
+def token_claims(scope: Scope, keys: SigningKeys) -> TokenClaims | None:
+    """The claims of the request's token when it has a valid one."""
     for name, value in scope["headers"]:
         if name == AUTHORIZATION:
             token = token_from_header(value.decode("latin-1"))
             if token:
                 try:
-                    return f"user:{decode_access_token(token, secret)}"
+                    return decode_access_token(token, keys)
                 except InvalidTokenError:
                     pass  # the route answers 401; until then this is an anonymous client
             break
+    return None
+
+
+def client_key(scope: Scope, claims: TokenClaims | None) -> str:
+    if claims is not None:
+        return f"user:{claims.user_id}"
     client = scope.get("client")
     return f"ip:{client[0]}" if client else "ip:unknown"
 
@@ -58,12 +77,17 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
-        secret = scope["app"].state.settings.secret_key
-        client = client_key(scope, secret)
+        claims = token_claims(scope, scope["app"].state.resources.signing_keys)
+        client = client_key(scope, claims)
         read_key = limiter.prefetch_key(scope["method"], scope["path"], client)
-        decision = await limiter.check(rules, client, read_key)
-        if read_key is not None and decision.prefetched is not NOT_READ:
-            scope.setdefault("state", {})[PREFETCHED_STATE] = {read_key: decision.prefetched}
+        read_keys: tuple[str, ...] = () if read_key is None else (read_key,)
+        if claims is not None:
+            read_keys += (version_key(claims.user_id),)
+        decision = await limiter.check(rules, client, read_keys)
+        if read_keys and isinstance(decision.prefetched, tuple):
+            scope.setdefault("state", {})[PREFETCHED_STATE] = dict(
+                zip(read_keys, decision.prefetched, strict=True)
+            )
         if not decision.allowed:
             refusal = RateLimitedError(
                 "Too many requests; retry after the time in Retry-After",
@@ -74,7 +98,7 @@ class RateLimitMiddleware:
             return
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not _limited_by_route(message):
                 message["headers"] = [*message.get("headers", []), *decision.headers()]
             await send(message)
 
@@ -87,3 +111,11 @@ class RateLimitMiddleware:
         resources = getattr(scope["app"].state, "resources", None)
         limiter: RateLimiter | None = getattr(resources, "rate_limiter", None)
         return limiter if limiter is not None and limiter.enabled else None
+
+
+def _limited_by_route(message: Message) -> bool:
+    """A 429 that a route's own limit answered (app.resilience.login_throttle, per account)
+    keeps that limit's RateLimit-* headers instead of getting the client's appended."""
+    return message["status"] == 429 and any(
+        name == b"ratelimit-limit" for name, _ in message.get("headers", [])
+    )

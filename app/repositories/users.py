@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import bindparam, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Follow, User
+from app.repositories.driver import CompiledRead, ReadSource, fetch
+
+_TOKEN_VERSION = CompiledRead.of(select(User.token_version).where(User.id == bindparam("id")))
+
+
+async def token_version(source: ReadSource, user_id: int) -> int | None:
+    """The account's token version; None when there is no such account."""
+    rows = await fetch(source, _TOKEN_VERSION, {"id": user_id})
+    return int(rows[0][0]) if rows else None
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:

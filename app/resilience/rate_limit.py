@@ -4,6 +4,8 @@ with an in-process fallback while Redis is away.
 Rules come from settings: RATE_LIMIT_DEFAULT on every API route, RATE_LIMIT_WRITE on top of it
 for POST/PUT/PATCH/DELETE, RATE_LIMIT_LOGIN and RATE_LIMIT_REGISTER on top of those for the two
 credential endpoints. Each rule counts separately (its name is part of the key).
+RATE_LIMIT_LOGIN_ACCOUNT counts failed logins per account rather than per client; the login
+service asks it (`peek`) and counts it through `app.resilience.login_throttle`.
 
 The algorithm is the sliding window counter (as Cloudflare and the `limits` library call it):
 per client and rule, one counter for the current fixed window and one for the previous; the
@@ -59,12 +61,12 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_PREFIX = "conduit:v1:ratelimit"
 PREFETCHED_STATE = "cache_prefetched"  # scope["state"] key: {cache key: raw value or None}
 
-# KEYS: per rule, its previous window's counter then its current window's; then optionally one
-# key to read. ARGV: the number of rules, then per rule: limit, weight of the previous window
+# KEYS: per rule, its previous window's counter then its current window's; then any keys to
+# read. ARGV: the number of rules, then per rule: limit, weight of the previous window
 # (the share of it the sliding window still covers), counter lifetime in seconds (two windows).
 # Rules are counted in order until one refuses (later rules are then left untouched). Returns,
 # per rule counted: allowed (1/0), previous count, current count (this hit included when
-# allowed); then, if a key to read was given, its value.
+# allowed); then the value of each key to read, in order.
 SLIDING_WINDOW_SCRIPT = """
 local rules = tonumber(ARGV[1])
 local out = {}
@@ -84,8 +86,8 @@ for i = 1, rules do
   table.insert(out, current)
   if allowed == 0 then break end
 end
-if #KEYS > 2 * rules then
-  table.insert(out, redis.call('get', KEYS[#KEYS]))
+for j = 2 * rules + 1, #KEYS do
+  table.insert(out, redis.call('get', KEYS[j]))
 end
 return out
 """
@@ -170,7 +172,7 @@ class Decision:
     limit: int
     remaining: int
     reset_after: int  # seconds until the window frees a slot
-    prefetched: object = NOT_READ
+    prefetched: object = NOT_READ  # else a tuple: the value of each key read, in order
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [
@@ -197,6 +199,8 @@ class RateLimiter:
         self.write = Rule("write", parse(settings.RATE_LIMIT_WRITE))
         self.login = Rule("login", parse(settings.RATE_LIMIT_LOGIN))
         self.register = Rule("register", parse(settings.RATE_LIMIT_REGISTER))
+        # Per account, not per client: counted and asked by app.resilience.login_throttle.
+        self.login_account = Rule("login_account", parse(settings.RATE_LIMIT_LOGIN_ACCOUNT))
         self.redis = redis
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.backend: Backend = "redis" if redis.enabled else "memory"
@@ -207,7 +211,13 @@ class RateLimiter:
                 (rule.name, allowed): decisions.labels(
                     rule.name, "allowed" if allowed else "limited"
                 )
-                for rule in (self.default, self.write, self.login, self.register)
+                for rule in (
+                    self.default,
+                    self.write,
+                    self.login,
+                    self.register,
+                    self.login_account,
+                )
                 for allowed in (True, False)
             }
             if decisions is not None
@@ -236,26 +246,53 @@ class RateLimiter:
         return self.prefetch(path[len(self.prefix) :], client)
 
     async def check(
-        self, rules: list[Rule], client_key: str, read_key: str | None = None
+        self,
+        rules: list[Rule],
+        client_key: str,
+        read_keys: tuple[str, ...] = (),
+        *,
+        record: bool = True,
     ) -> Decision:
         """Count one hit against each rule until one refuses; the tightest rule is reported.
 
-        With `read_key`, the decision also carries that key's value as Redis held it
-        (`prefetched`, bytes or None); it stays NOT_READ when Redis was not reached.
+        With `read_keys`, the decision also carries those keys' values as Redis held them
+        (`prefetched`, a tuple of bytes or None); it stays NOT_READ when Redis was not reached.
+        `record=False` leaves the decisions counter alone (a hit counted after `peek` decided).
         """
         if self.redis.enabled:
             try:
                 decision, counted = await _evaluate_in_redis(
-                    self.redis, rules, client_key, read_key
+                    self.redis, rules, client_key, read_keys
                 )
             except (RedisUnavailableError, RedisError) as exc:
                 self._switch("memory", error=type(exc).__name__)
             else:
                 self._switch("redis")
-                self._record(rules, counted, decision.allowed)
+                if record:
+                    self._record(rules, counted, decision.allowed)
                 return decision
         decision, counted = await _evaluate(self._memory, rules, client_key)
-        self._record(rules, counted, decision.allowed)
+        if record:
+            self._record(rules, counted, decision.allowed)
+        return decision
+
+    async def peek(self, rule: Rule, client_key: str) -> Decision:
+        """The decision one more hit would get now, without counting it (recorded like one).
+
+        For limits counted after the fact (app.resilience.login_throttle: only failed logins
+        count, but a locked account is refused before its password is checked).
+        """
+        if self.redis.enabled:
+            try:
+                decision = await _peek_in_redis(self.redis, rule, client_key)
+            except (RedisUnavailableError, RedisError) as exc:
+                self._switch("memory", error=type(exc).__name__)
+            else:
+                self._switch("redis")
+                self._record([rule], 1, decision.allowed)
+                return decision
+        decision = await _peek(self._memory, rule, client_key)
+        self._record([rule], 1, decision.allowed)
         return decision
 
     def _record(self, rules: list[Rule], counted: int, allowed: bool) -> None:
@@ -283,7 +320,7 @@ async def _evaluate_in_redis(
     redis: RedisService,
     rules: list[Rule],
     client_key: str,
-    read_key: str | None = None,
+    read_keys: tuple[str, ...] = (),
 ) -> tuple[Decision, int]:
     """The decision and how many rules were counted (all, or up to the one that refused)."""
     now = time.time()
@@ -297,12 +334,11 @@ async def _evaluate_in_redis(
         keys += [f"{base}:{window.index - 1}", f"{base}:{window.index}"]
         args += [rule.item.amount, window.previous_weight, 2 * period]
         windows.append(window)
-    if read_key is not None:
-        keys.append(read_key)
+    keys += read_keys
     flat = cast(
         "list[Any]", await redis.evalsha(SLIDING_WINDOW_SCRIPT, SLIDING_WINDOW_SHA, keys, args)
     )
-    counted = len(flat) - 1 if read_key is not None else len(flat)
+    counted = len(flat) - len(read_keys)
     decisions = [
         window_decision(
             rule.item.amount, window, bool(int(flat[i])), int(flat[i + 1]), int(flat[i + 2])
@@ -310,11 +346,46 @@ async def _evaluate_in_redis(
         for rule, window, i in zip(rules, windows, range(0, counted, 3), strict=False)
     ]
     decision = _tightest(decisions)
-    if read_key is None:
+    if not read_keys:
         return decision, len(decisions)
-    return Decision(  # not dataclasses.replace, which looks the fields up on every call
-        decision.allowed, decision.limit, decision.remaining, decision.reset_after, flat[-1]
-    ), len(decisions)
+    return (
+        Decision(  # not dataclasses.replace, which looks the fields up on every call
+            decision.allowed,
+            decision.limit,
+            decision.remaining,
+            decision.reset_after,
+            tuple(flat[counted:]),
+        ),
+        len(decisions),
+    )
+
+
+async def _peek_in_redis(redis: RedisService, rule: Rule, client_key: str) -> Decision:
+    """The script with a limit of 0 admits nothing, so it counts nothing and returns the
+    counters; the decision is then taken against the rule's real limit."""
+    period = rule.item.get_expiry()
+    window = Window.at(time.time(), period)
+    base = rule.redis_key(client_key)
+    keys = [f"{base}:{window.index - 1}", f"{base}:{window.index}"]
+    args: list[float | int] = [1, 0, window.previous_weight, 2 * period]
+    flat = cast(
+        "list[Any]", await redis.evalsha(SLIDING_WINDOW_SCRIPT, SLIDING_WINDOW_SHA, keys, args)
+    )
+    previous, current = int(flat[1]), int(flat[2])
+    limit = rule.item.amount
+    allowed = previous * window.previous_weight + current + 1 <= limit
+    return window_decision(limit, window, allowed, previous, current)
+
+
+async def _peek(limiter: SlidingWindowCounterRateLimiter, rule: Rule, key: str) -> Decision:
+    allowed = await limiter.test(rule.item, rule.name, key)
+    stats = await limiter.get_window_stats(rule.item, rule.name, key)
+    return Decision(
+        allowed=allowed,
+        limit=rule.item.amount,
+        remaining=max(stats.remaining, 0),
+        reset_after=max(math.ceil(stats.reset_time - time.time()), 0),
+    )
 
 
 def _tightest(decisions: list[Decision]) -> Decision:

@@ -7,16 +7,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.error_handlers import UnauthorizedError, ValidationFailedError
-from app.core.security import (
-    create_access_token,
-    hash_password,
-    needs_rehash,
-    verify_password,
-)
+from app.core.security import hash_password, needs_rehash, verify_password
+from app.core.tokens import create_access_token, signing_keys
+from app.db.after_commit import after_commit
 from app.db.cache import Cache
+from app.db.token_versions import TokenVersions
 from app.models import User
 from app.repositories import articles as articles_repo
 from app.repositories import users as users_repo
+from app.resilience.login_throttle import LoginThrottle, normalise_email
 from app.schemas.users import NewUser, UpdateUser
 from app.schemas.users import User as UserOut
 from app.services import presenters
@@ -27,7 +26,8 @@ LOGIN_FAILED = "email or password is invalid"
 
 
 def issue_token(user: User, settings: Settings) -> UserOut:
-    token = create_access_token(user.id, settings.secret_key, settings.JWT_EXPIRE_MINUTES)
+    keys = signing_keys(settings.secret_key, settings.previous_secret_keys)
+    token = create_access_token(user.id, keys, settings.JWT_EXPIRE_MINUTES, user.token_version)
     return presenters.user(user, token)
 
 
@@ -53,10 +53,15 @@ async def register(session: AsyncSession, data: NewUser, settings: Settings) -> 
     return issue_token(user, settings)
 
 
-async def login(session: AsyncSession, email: str, password: str, settings: Settings) -> UserOut:
-    user = await users_repo.get_by_email(session, email.lower())
+async def login(
+    session: AsyncSession, email: str, password: str, settings: Settings, throttle: LoginThrottle
+) -> UserOut:
+    # Before the lookup and the hashing: a locked account costs nothing more (login_throttle).
+    await throttle.refuse_if_locked(email)
+    user = await users_repo.get_by_email(session, normalise_email(email))
     # Verified even when the user is unknown, so both failures take the same time.
     if not await verify_password(user.password_hash if user else None, password) or user is None:
+        await throttle.record_failure(email)
         raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
@@ -65,7 +70,12 @@ async def login(session: AsyncSession, email: str, password: str, settings: Sett
 
 
 async def update(
-    session: AsyncSession, cache: Cache, user: User, data: UpdateUser, settings: Settings
+    session: AsyncSession,
+    cache: Cache,
+    user: User,
+    data: UpdateUser,
+    settings: Settings,
+    token_versions: TokenVersions,
 ) -> UserOut:
     changes = data.model_dump(exclude_unset=True)
     if not changes:
@@ -80,6 +90,13 @@ async def update(
         except_id=user.id,
     )
     old_username = user.username
+    # A new password or email is a change of credentials: the tokens issued before it stop
+    # working. The email is the login name and where the account's mail goes, so changing it
+    # (the owner after a leak, or a thief) signs every other holder of an old token out.
+    if "password" in changes or changes.get("email", user.email) != user.email:
+        user.token_version += 1
+        user_id, version = user.id, user.token_version
+        after_commit(session, lambda: token_versions.publish(user_id, version))
     if "password" in changes:
         user.password_hash = await hash_password(changes.pop("password"))
     for field, value in changes.items():

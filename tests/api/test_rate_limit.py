@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 
 from app.core.config import Settings
-from app.core.security import create_access_token
+from app.core.tokens import create_access_token, signing_keys
 from app.main import create_app
 from app.services.articles import public_article_key
 from app.services.tags import TAGS_KEY
@@ -88,7 +88,9 @@ async def test_login_and_writes_have_stricter_limits(limited_app: FastAPI) -> No
 
 async def test_authenticated_clients_are_keyed_by_user(limited_app: FastAPI) -> None:
     def auth(user_id: int, scheme: str = "Token") -> dict[str, str]:
-        return {"Authorization": f"{scheme} {create_access_token(user_id, TEST_SECRET, 5)}"}
+        return {
+            "Authorization": f"{scheme} {create_access_token(user_id, signing_keys(TEST_SECRET), 5)}"
+        }
 
     async with (
         client_for(limited_app, "192.0.2.1") as first,
@@ -215,7 +217,7 @@ async def test_an_anonymous_article_comes_back_with_the_count_in_one_round_trip(
         assert response.headers["ratelimit-remaining"] == "4"
         assert calls == ["evalsha"]  # the limiter's script, which also read the cached body
         # A signed-in reader's flags are their own: no cached body for them.
-        token = create_access_token(7, TEST_SECRET, 5)
+        token = create_access_token(7, signing_keys(TEST_SECRET), 5)
         calls.clear()
         signed_in = await http.get(
             f"/api/articles/{slug}", headers={"Authorization": f"Token {token}"}

@@ -124,10 +124,12 @@ async def test_rename_keeps_token_valid_and_updates_profile(client: AsyncClient)
     assert first_profile.status_code == 200
     response = await client.put(
         "/api/user",
-        json={"user": {"username": "newname", "email": "new@example.com"}},
+        json={"user": {"username": "newname", "bio": "renamed"}},
         headers=auth(user["token"]),
     )
     assert response.status_code == 200
+    # A new name is not a new credential: the token issued before it still works (a new
+    # password or email revokes it: tests/api/test_token_revocation.py).
     me = await client.get("/api/user", headers=auth(user["token"]))
     assert me.json()["user"]["username"] == "newname"
     assert (await client.get("/api/profiles/oldname")).status_code == 404

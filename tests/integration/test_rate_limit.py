@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from app.core.security import create_access_token
+from app.core.tokens import create_access_token, signing_keys
 from devstack.servers import RedisServer
 from tests.conftest import TEST_SECRET
 from tests.support.live import LiveServer
@@ -61,7 +61,7 @@ def test_two_processes_share_one_limit_and_spoofed_forwarded_for_is_ignored(
         assert refused.headers["ratelimit-limit"] == "6"
 
     # Another client (a signed-in user, keyed by id) is unaffected on either process.
-    token = create_access_token(424242, TEST_SECRET, 5)
+    token = create_access_token(424242, signing_keys(TEST_SECRET), 5)
     for server in (first, second):
         other = httpx.get(server.url + "/api/tags", headers={"Authorization": f"Token {token}"})
         assert other.status_code == 200

@@ -167,6 +167,16 @@ BAD_PRODUCTION_SETTINGS = [
     ),
     pytest.param({"SECRET_KEY": STRONG_SECRET, "DEBUG": "true"}, "DEBUG must be false", id="debug"),
     pytest.param(
+        {"SECRET_KEY": STRONG_SECRET, "SECRET_KEY_PREVIOUS": f"{'y' * 40}, short"},
+        "SECRET_KEY_PREVIOUS key 2 must be a random key",
+        id="previous-key-short",
+    ),
+    pytest.param(
+        {"SECRET_KEY": STRONG_SECRET, "SECRET_KEY_PREVIOUS": "changeme"},
+        "SECRET_KEY_PREVIOUS key 1",
+        id="previous-key-placeholder",
+    ),
+    pytest.param(
         {"SECRET_KEY": STRONG_SECRET, "CORS_ORIGINS": "*"}, "CORS_ORIGINS", id="cors-star"
     ),
     pytest.param(
@@ -246,3 +256,15 @@ def test_process_refuses_to_start_with_one_json_line(
 def test_process_imports_with_good_production_settings(tmp_path: Path) -> None:
     result = _import_app(tmp_path, APP_ENV="production", SECRET_KEY=STRONG_SECRET)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_previous_keys_are_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    older, oldest = secrets.token_hex(32), secrets.token_hex(32)
+    settings = from_env(
+        monkeypatch,
+        APP_ENV="production",
+        SECRET_KEY=STRONG_SECRET,
+        SECRET_KEY_PREVIOUS=f" {older} ,, {oldest},",
+    )
+    assert settings.previous_secret_keys == (older, oldest)
+    assert from_env(monkeypatch, SECRET_KEY_PREVIOUS="").previous_secret_keys == ()

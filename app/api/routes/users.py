@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.api.deps import CacheDep, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CacheDep, CurrentUser, ResourcesDep, SessionDep, SettingsDep
+from app.resilience.login_throttle import LoginThrottle
 from app.schemas.common import error_responses
 from app.schemas.users import LoginUserRequest, NewUserRequest, UpdateUserRequest, UserResponse
 from app.services import users as service
@@ -16,12 +17,14 @@ router = APIRouter(tags=["User and Authentication"])
     "/users/login",
     response_model=UserResponse,
     summary="Log in",
-    responses=error_responses(401),
+    responses=error_responses(401, 429, 503),
 )
 async def login(
-    payload: LoginUserRequest, session: SessionDep, settings: SettingsDep
+    payload: LoginUserRequest, session: SessionDep, settings: SettingsDep, resources: ResourcesDep
 ) -> UserResponse:
-    user = await service.login(session, payload.user.email, payload.user.password, settings)
+    credentials = payload.user
+    throttle = LoginThrottle(resources.rate_limiter)
+    user = await service.login(session, credentials.email, credentials.password, settings, throttle)
     return UserResponse(user=user)
 
 
@@ -53,5 +56,9 @@ async def update_user(
     session: SessionDep,
     cache: CacheDep,
     settings: SettingsDep,
+    resources: ResourcesDep,
 ) -> UserResponse:
-    return UserResponse(user=await service.update(session, cache, user, payload.user, settings))
+    updated = await service.update(
+        session, cache, user, payload.user, settings, resources.token_versions
+    )
+    return UserResponse(user=updated)
