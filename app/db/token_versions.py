@@ -37,7 +37,7 @@ if tonumber(ARGV[1]) > current then
 end
 return current
 """
-RAISE_SHA = hashlib.sha1(RAISE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
+RAISE_SHA = hashlib.sha1(RAISE_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # a name
 
 
 def version_key(user_id: int) -> str:
