@@ -9,8 +9,9 @@ instead of +43 MB), which is why this module is imported only when UPLOAD_STORAG
 The key is the content hash chosen by the upload service (`<sha256>.<ext>`), so the same image
 is stored once: `publish` asks (HEAD) first, and the PUT itself is conditional
 (`If-None-Match: *`) so two replicas racing on the same new image cannot both write it. An object
-carries its content type and the immutable Cache-Control; S3 cannot store other response headers
-(`X-Content-Type-Options`), see docs/object-storage.md for how nosniff reaches clients.
+carries its content type, the immutable Cache-Control and `Content-Disposition: inline` with its
+key as the file name; S3 cannot store other response headers (`X-Content-Type-Options`,
+`Content-Security-Policy`), see docs/object-storage.md for how they reach clients.
 
 Any failure to reach the store (refused, timed out, 5xx, bad credentials) becomes a 503
 `storage_unavailable`: the staged file is discarded by the caller and nothing partial is left
@@ -152,6 +153,7 @@ class S3ImageStorage:
                         Body=body,
                         ContentType=CONTENT_TYPES[extension],
                         CacheControl=IMMUTABLE,
+                        ContentDisposition=f'inline; filename="{name}"',
                         IfNoneMatch="*",
                     )
             except ClientError as exc:

@@ -6,6 +6,12 @@ parser straight into the staged file (writes and hashing in a worker thread), a 
 the limit is refused with 413 as soon as the count passes it (or at once when Content-Length
 says so), and a part whose first bytes are not PNG, JPEG, GIF or WebP is refused with 415 before
 the rest is read. The client's file name and content type are ignored.
+
+What is published is not the upload itself but a copy without its metadata (EXIF and its GPS
+position, XMP, comments: app/services/image_metadata.py), made from the staged file into a
+second one in a worker thread; its hash is the name, so the same picture is still stored once.
+An image declaring more than UPLOAD_MAX_PIXELS pixels is refused with 422, from the first
+64 KiB when its dimensions are there (they are in the first bytes of PNG, GIF and WebP).
 """
 
 from __future__ import annotations
@@ -26,12 +32,18 @@ from app.core.error_handlers import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
+from app.core.logging_config import get_logger
+from app.services.image_metadata import ImageInfo, check_head, strip_metadata
 from app.services.storage import ImageStorage
 
 FIELD = "file"
 # Room for the multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 SNIFF_BYTES = 12
+# Enough for the dimensions of any PNG, GIF or WebP, and of most JPEGs (after their EXIF).
+HEAD_CHECK_BYTES = 64 * 1024
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +148,24 @@ class _FileField:
         self.complete = True
 
 
-class _HashingWriter:
+class _CountingWriter:
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
-        self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> None:
         self.handle.write(data)
-        self.digest.update(data)
         self.size += len(data)
+
+
+class _HashingWriter(_CountingWriter):
+    def __init__(self, handle: IO[bytes]) -> None:
+        super().__init__(handle)
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.digest.update(data)
 
 
 def multipart_boundary(content_type: str | None) -> bytes:
@@ -159,9 +179,10 @@ def multipart_boundary(content_type: str | None) -> bytes:
 
 
 class UploadService:
-    def __init__(self, storage: ImageStorage, max_bytes: int) -> None:
+    def __init__(self, storage: ImageStorage, max_bytes: int, max_pixels: int) -> None:
         self.storage = storage
         self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
         self.max_body_bytes = max_bytes + MULTIPART_OVERHEAD_BYTES
 
     def _too_large(self) -> PayloadTooLargeError:
@@ -176,18 +197,29 @@ class UploadService:
         # Before the body is read: a client whose upload cannot be stored is told at once.
         self.storage.raise_if_unavailable()
         staged, handle = await asyncio.to_thread(self.storage.staging_file)
+        cleaned, cleaned_handle = await asyncio.to_thread(self.storage.staging_file)
         try:
-            writer = _HashingWriter(handle)
-            image_type = await self._receive(field, body, writer)
+            received = _CountingWriter(handle)
+            image_type = await self._receive(field, body, received)
             await asyncio.to_thread(handle.close)
+            writer = _HashingWriter(cleaned_handle)
+            info = await asyncio.to_thread(self._strip, staged, image_type, writer)
+            _log_stripped(image_type, info, received.size, writer.size)
             name = f"{writer.digest.hexdigest()}.{image_type.extension}"
-            await self.storage.publish(staged, name)
+            await self.storage.publish(cleaned, name)
         finally:
             await asyncio.to_thread(_discard, handle, staged)
+            await asyncio.to_thread(_discard, cleaned_handle, cleaned)
         return StoredImage(name, await self.storage.url(name), writer.size, image_type)
 
+    def _strip(self, staged: Path, image_type: ImageType, writer: _HashingWriter) -> ImageInfo:
+        with staged.open("rb") as source:
+            info = strip_metadata(image_type.extension, source, writer.write, self.max_pixels)
+        writer.handle.close()
+        return info
+
     async def _receive(
-        self, field: _FileField, body: AsyncIterator[bytes], writer: _HashingWriter
+        self, field: _FileField, body: AsyncIterator[bytes], writer: _CountingWriter
     ) -> ImageType:
         received = 0
         head = b""
@@ -201,10 +233,13 @@ class UploadService:
                 continue
             if writer.size + len(data) > self.max_bytes:
                 raise self._too_large()
-            if image_type is None and len(head) < SNIFF_BYTES:
-                head += data[: SNIFF_BYTES - len(head)]
-                if len(head) >= SNIFF_BYTES:
+            if len(head) < HEAD_CHECK_BYTES:
+                head += data[: HEAD_CHECK_BYTES - len(head)]
+                if image_type is None and len(head) >= SNIFF_BYTES:
                     image_type = _require_image(head)
+                if image_type is not None and len(head) >= HEAD_CHECK_BYTES:
+                    # Refused here, a bomb's declared size costs 64 KiB of its body, not all.
+                    await asyncio.to_thread(check_head, image_type.extension, head, self.max_pixels)
             await asyncio.to_thread(writer.write, data)
         if not field.complete:
             raise BadRequestError("multipart body ended early")
@@ -218,6 +253,18 @@ def _require_image(head: bytes) -> ImageType:
     if image_type is None:
         raise UnsupportedMediaTypeError("file must be a PNG, JPEG, GIF or WebP image")
     return image_type
+
+
+def _log_stripped(image_type: ImageType, info: ImageInfo, received: int, stored: int) -> None:
+    if stored != received:
+        log.info(
+            "upload_metadata_stripped",
+            image_type=image_type.extension,
+            width=info.width,
+            height=info.height,
+            frames=info.frames,
+            bytes_removed=received - stored,
+        )
 
 
 def _discard(handle: IO[bytes], staged: Path) -> None:
