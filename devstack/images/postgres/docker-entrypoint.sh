@@ -141,11 +141,15 @@ docker_process_sql() {
 
 docker_setup_db() {
 	local exists
+	# POSTGRES_DB is emptied for docker_process_sql only (it would pass --dbname), while
+	# --set db= gets the current value: both on purpose (SC2097, SC2098).
+	# shellcheck disable=SC2097,SC2098
 	exists="$(POSTGRES_DB='' docker_process_sql --dbname postgres --set db="$POSTGRES_DB" --tuples-only <<-'EOSQL'
 		SELECT 1 FROM pg_database WHERE datname = :'db' ;
 	EOSQL
 	)"
 	if [ -z "$exists" ]; then
+		# shellcheck disable=SC2097,SC2098
 		POSTGRES_DB='' docker_process_sql --dbname postgres --set db="$POSTGRES_DB" <<-'EOSQL'
 			CREATE DATABASE :"db" ;
 		EOSQL
