@@ -1,7 +1,9 @@
 """A 50 MB upload against a real uvicorn process: refused with 413 while it streams, before the
 body is read, and the server's memory (RSS) stays flat. Run with each storage: the local disk
 and S3 (moto's emulator); with S3, a 9 MB image that is accepted also leaves RSS flat, because the
-PUT streams from the staged file instead of reading it into memory."""
+PUT streams from the staged file instead of reading it into memory. The metadata pass over an
+accepted image streams too, and a decompression bomb (a small PNG declaring 100000x100000
+pixels, 10 GB decoded) is refused with 422 from its header, nothing decoded, RSS flat."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from PIL import Image
 from devstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoS3Server
 from devstack.servers import PostgresServer
 from tests.support.databases import fresh_database
+from tests.support.images import PNG_SIGNATURE, bomb_png, ihdr, noise_image, png_prefix
 from tests.support.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -85,17 +88,23 @@ def token(upload_server: LiveServer) -> str:
 
 
 async def post_huge_body(
-    server: LiveServer, token: str, *, chunked: bool
+    server: LiveServer,
+    token: str,
+    *,
+    chunked: bool,
+    image_head: bytes = png_prefix(FIFTY_MB),
+    total: int = FIFTY_MB,
 ) -> tuple[int, bytes, int]:
-    """Send a 50 MB multipart upload over a raw socket, reading the answer while still sending.
+    """Send a `total`-byte multipart upload over a raw socket (the image's first bytes, then
+    zeros), reading the answer while still sending.
 
     Returns (status, response body, bytes of the request body sent before the answer came).
     """
     boundary = "b0undary"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
-    ).encode() + b"\x89PNG\r\n\x1a\n"
-    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {FIFTY_MB}"
+    ).encode() + image_head
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         (
@@ -108,7 +117,7 @@ async def post_huge_body(
     async def send_body() -> None:
         nonlocal sent
         piece = head + bytes(PIECE - len(head))
-        while sent < FIFTY_MB:
+        while sent < total:
             writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
             await writer.drain()
             sent += len(piece)
@@ -163,9 +172,9 @@ async def test_fifty_megabytes_get_413_with_flat_memory(
 
 
 def png_of_size(size: int) -> bytes:
-    """A PNG header followed by filler: the upload service only sniffs the magic bytes."""
-    head = b"\x89PNG\r\n\x1a\n"
-    return head + bytes(size - len(head))
+    """A real PNG of random pixels, stored uncompressed: about `size` bytes."""
+    side = int((size / 3) ** 0.5)
+    return noise_image("PNG", (side, side), compress_level=0)
 
 
 async def test_an_accepted_nine_megabyte_image_leaves_memory_flat(
@@ -180,6 +189,7 @@ async def test_an_accepted_nine_megabyte_image_leaves_memory_flat(
         )
         assert warm.status_code == 201, warm.text
         data = png_of_size(9 * 1024 * 1024)
+        assert 8 * 1024 * 1024 < len(data) < 10 * 1024 * 1024
         baseline = psutil.Process(pid).memory_info().rss
         with RssSampler(pid) as sampler:
             response = await http.post(
@@ -190,3 +200,45 @@ async def test_an_accepted_nine_megabyte_image_leaves_memory_flat(
     assert sampler.peak - baseline < 6 * 1024 * 1024, (baseline, sampler.peak)
     staged = Path(upload_server.env["UPLOAD_DIR"]) / ".incoming"
     assert list(staged.iterdir()) == []
+
+
+async def test_a_decompression_bomb_gets_422_with_flat_memory(
+    upload_server: LiveServer, token: str
+) -> None:
+    assert upload_server.process is not None
+    pid = upload_server.process.pid
+    headers = {"Authorization": f"Token {token}"}
+    bomb = bomb_png()  # ~70 KB: 64 MB of deflated zero rows under a 100000x100000 header
+    async with httpx.AsyncClient(base_url=upload_server.url, timeout=60) as http:
+        warm = await http.post(
+            "/api/uploads", files={"file": ("w.png", png_of_size(200_000))}, headers=headers
+        )
+        assert warm.status_code == 201, warm.text
+        baseline = psutil.Process(pid).memory_info().rss
+        with RssSampler(pid) as sampler:
+            response = await http.post(
+                "/api/uploads", files={"file": ("bomb.png", bomb)}, headers=headers
+            )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"]["body"] == [
+        "image must be at most 40000000 pixels (got 100000x100000)"
+    ]
+    # Decoding would need 10 GB; a decoder that even started would add far more than this.
+    assert sampler.peak - baseline < 4 * 1024 * 1024, (baseline, sampler.peak)
+    staged = Path(upload_server.env["UPLOAD_DIR"]) / ".incoming"
+    assert list(staged.iterdir()) == []
+
+
+async def test_a_bomb_header_is_refused_before_its_body_is_read(
+    upload_server: LiveServer, token: str
+) -> None:
+    """9 MB whose first bytes declare 100000x100000 pixels: the answer comes from the header
+    check on the first 64 KiB, while the client is still sending."""
+    nine_mb = 9 * 1024 * 1024
+    head = PNG_SIGNATURE + ihdr(100_000, 100_000) + nine_mb.to_bytes(4, "big") + b"IDAT"
+    status, body, sent = await post_huge_body(
+        upload_server, token, chunked=False, image_head=head, total=nine_mb
+    )
+    assert status == 422, body
+    assert b"(got 100000x100000)" in body
+    assert sent < nine_mb / 2
