@@ -226,6 +226,9 @@ def test_json_is_gzipped_and_security_headers_appear_once(nginx: NginxServer) ->
     ]:
         assert response.headers.get_list(name) == [value]
     assert "server" not in response.headers or "/" not in response.headers["server"]
+    # The image headers are for images only.
+    assert "content-security-policy" not in response.headers
+    assert "content-disposition" not in response.headers
 
 
 def test_uploads_are_served_from_disk_with_cache_headers(nginx: NginxServer) -> None:
@@ -240,6 +243,9 @@ def test_uploads_are_served_from_disk_with_cache_headers(nginx: NginxServer) -> 
     assert response.headers["content-type"] == "image/png"
     assert response.headers["cache-control"] == "max-age=31536000"
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers.get_list("content-security-policy") == ["default-src 'none'; sandbox"]
+    assert response.headers.get_list("content-disposition") == [f'inline; filename="{name}"']
+    assert response.headers.get_list("x-frame-options") == ["DENY"]  # the server's, kept
     assert response.headers["x-request-id"]
     assert httpx.post(nginx.url + "/uploads/" + name).status_code == 403
     for bad in ("/uploads/../nginx.conf", "/uploads/evil.svg", "/uploads/" + "a" * 64 + ".html"):

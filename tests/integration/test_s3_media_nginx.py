@@ -1,6 +1,7 @@
 """The project's nginx.conf with deploy/nginx/s3-media.conf.template, in front of moto's S3
 server (an emulator): images the app stored are served under /media/ with their content type,
-the immutable Cache-Control the object carries, and the nosniff header S3 cannot store."""
+the immutable Cache-Control and the Content-Disposition the object carries, and the nosniff and
+Content-Security-Policy headers S3 cannot store."""
 
 from __future__ import annotations
 
@@ -92,6 +93,9 @@ async def test_media_are_served_from_the_bucket_with_nosniff(
         assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
         assert served.headers["x-content-type-options"] == "nosniff"
         assert served.headers["x-frame-options"] == "DENY"
+        assert served.headers.get_list("content-security-policy") == ["default-src 'none'; sandbox"]
+        # The object's own, not a second one from nginx.
+        assert served.headers.get_list("content-disposition") == [f'inline; filename="{key}"']
 
         missing = await http.get("/media/" + "0" * 64 + ".png")
         assert missing.status_code == 404
@@ -103,3 +107,18 @@ async def test_media_are_served_from_the_bucket_with_nosniff(
     # Served by the bucket (one GET reached it), stored once.
     assert len(s3_server.requests("GET", f"/{bucket}/{key}")) == 1
     assert len(s3_server.requests("PUT", f"/{bucket}/{key}")) == 1
+
+
+async def test_an_object_stored_without_a_disposition_gets_one_from_nginx(
+    media_nginx: NginxServer, s3_server: MotoS3Server, bucket: str
+) -> None:
+    # What the app stored before it wrote Content-Disposition on each object.
+    data = PNG + b"older"
+    key = f"{hashlib.sha256(data).hexdigest()}.png"
+    s3_server.admin().put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/png")
+    async with httpx.AsyncClient(base_url=media_nginx.url) as http:
+        served = await http.get(f"/media/{key}")
+    assert served.status_code == 200
+    assert served.content == data
+    assert served.headers.get_list("content-disposition") == [f'inline; filename="{key}"']
+    assert served.headers.get_list("content-security-policy") == ["default-src 'none'; sandbox"]
