@@ -1,0 +1,62 @@
+"""A bound on the password hashes waiting in this process.
+
+Argon2 runs HASHING_CONCURRENCY hashes at a time (app.core.security); the others wait for a
+slot. Waiting costs little memory, but every waiting login holds its request, its database
+connection (the session dependency takes one up front) and its client: under a login flood the
+queue would grow without bound, and every login and registration, honest ones included, would
+wait behind it until clients and pools time out. Past HASHING_MAX_WAITING hashes waiting, a
+request is refused at once with 503 `service_busy` and Retry-After, which clients and load
+balancers act on.
+
+Per process and without a lock: admission is decided on the event loop, between awaits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app.core.error_handlers import ServiceUnavailableError
+
+# Hashes allowed to wait for a slot, per process. A waiting login holds a pooled connection, so
+# a flood holds at most 2 + 16 of the default 30 (DB_POOL_SIZE + DB_MAX_OVERFLOW), and 24 of
+# the bench's 32 left GET /api/user waiting for the pool (docs/performance.md, "Login floods").
+# At ~25 ms a hash on a free core the last one admitted waits ~0.2 s. A constant like
+# HASHING_CONCURRENCY, which it follows from.
+HASHING_MAX_WAITING = 16
+HASHING_BUSY_RETRY_AFTER_SECONDS = 1
+
+
+class HashingBusyError(ServiceUnavailableError):
+    code, message = "service_busy", "The server is busy; retry shortly"
+
+
+class _Pending:
+    """Hashes running or waiting in this process."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@functools.cache
+def _pending() -> _Pending:
+    return _Pending()
+
+
+@contextmanager
+def hashing_admitted(concurrency: int) -> Iterator[None]:
+    """Hold a place among the running or waiting hashes, or raise HashingBusyError at once."""
+    pending = _pending()
+    if pending.count >= concurrency + HASHING_MAX_WAITING:
+        raise HashingBusyError(retry_after=HASHING_BUSY_RETRY_AFTER_SECONDS)
+    pending.count += 1
+    try:
+        yield
+    finally:
+        pending.count -= 1
+
+
+def hashes_pending() -> int:
+    """Hashes running or waiting now (tests and the bench read it)."""
+    return _pending().count
