@@ -24,6 +24,7 @@ from app.api.deps import ResourcesDep, resources_of
 from app.api.plain_route import PlainRequestRoute
 from app.api.state import Resources
 from app.core.error_handlers import UnauthorizedError, error_body
+from app.core.logging_config import get_logger
 from app.observability import system
 from app.observability.checks import (
     CheckResult,
@@ -40,6 +41,8 @@ from app.schemas.health import HealthStatus
 # balancers call every few seconds goes before the API, the rest after it (see create_app).
 probe_router = APIRouter(prefix="/health", tags=["health"])
 router = APIRouter(prefix="/health", tags=["health"])
+
+log = get_logger(__name__)
 
 READINESS_RETRY_AFTER = "5"
 
@@ -129,11 +132,15 @@ async def readiness(resources: ResourcesDep) -> Response:
         )
     checks = await _dependency_checks(resources)
     failing = _failing_required(checks, resources.settings.REDIS_REQUIRED)
-    body = {name: result.as_dict() for name, result in checks.items()}
+    # Public: statuses only. Why a check failed goes to the log and to /health/detailed.
+    body = {name: result.public() for name, result in checks.items()}
     if resources.replicas is not None:
         # Reported, never required: while the primary answers, reads fall back to it.
-        body["replicas"] = {"status": "reported", "replicas": resources.replicas.status()}
+        replicas = [_public_replica(replica) for replica in resources.replicas.status()]
+        body["replicas"] = {"status": "reported", "replicas": replicas}
     if failing:
+        for name in failing:
+            log.warning("readiness_check_failed", check=name, error=checks[name].error)
         messages = [f"{name} is unavailable" for name in failing]
         return JSONResponse(
             error_body(messages, "not_ready", checks=body),
@@ -141,6 +148,11 @@ async def readiness(resources: ResourcesDep) -> Response:
             headers={"Retry-After": READINESS_RETRY_AFTER},
         )
     return JSONResponse({"status": "ok", "checks": body})
+
+
+def _public_replica(status: dict[str, Any]) -> dict[str, Any]:
+    """A replica as readiness shows it: no address, no error (detailed health has them)."""
+    return {key: status[key] for key in ("name", "status", "lag_seconds")}
 
 
 def _failing_required(checks: dict[str, CheckResult], redis_required: bool) -> list[str]:

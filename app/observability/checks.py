@@ -31,6 +31,11 @@ class CheckResult:
         body.update(self.details)
         return body
 
+    def public(self) -> dict[str, Any]:
+        """What anyone may see: the status and latency. The error (an exception's class or
+        text, a host, a path) and the details are for the log and /health/detailed only."""
+        return {"status": self.status, "latency_ms": self.latency_ms}
+
 
 async def check_database(engine: AsyncEngine, limit: float = CHECK_TIMEOUT_SECONDS) -> CheckResult:
     started = time.perf_counter()
