@@ -5,7 +5,6 @@ and health, and the data stores' isolation."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 
@@ -13,11 +12,11 @@ import httpx
 import pytest
 
 from tests.e2e.stack import Stack
+from tests.support.images import noise_image
 
 pytestmark = pytest.mark.e2e
 
 MB = 1024 * 1024
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 APP_USER = "10001"
 
 
@@ -51,7 +50,10 @@ def test_register_create_and_read_through_nginx(client: httpx.Client, token: str
 
 
 def png_of(size: int) -> bytes:
-    return PNG_SIGNATURE + os.urandom(size - len(PNG_SIGNATURE))
+    """A real PNG of about `size` bytes (random pixels, uncompressed, no metadata: the app
+    stores it byte for byte; it refuses bytes that are not a well-formed image)."""
+    side = int((size / 3) ** 0.5)
+    return noise_image("PNG", (side, side), compress_level=0)
 
 
 def test_a_9_mb_image_is_stored_and_served_by_nginx(client: httpx.Client, token: str) -> None:
@@ -66,6 +68,8 @@ def test_a_9_mb_image_is_stored_and_served_by_nginx(client: httpx.Client, token:
     served = client.get(url)
     assert served.status_code == 200
     assert served.headers["content-type"] == "image/png"
+    assert served.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert served.headers["content-disposition"] == f'inline; filename="{url.rsplit("/", 1)[1]}"'
     assert served.content == image
 
 
