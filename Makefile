@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test e2e lint format lock bench slo-plot clean
+.PHONY: help install run migrate test e2e lint secrets-baseline format lock bench slo-plot clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,10 +43,21 @@ test: install  ## Whole suite against real Postgres and Redis, with coverage
 e2e: install  ## Docker suite (root): builds the images, deploys with deploy.sh under load
 	$(PY) -m pytest -m e2e tests/e2e -p no:randomly -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: install  ## ruff and mypy
+# Beyond style and types: bandit on app/ ([tool.bandit] in pyproject.toml), gixy on the rendered
+# nginx configs, detect-secrets against .secrets.baseline, hadolint on every Dockerfile and
+# shellcheck on every shell script. README, "Lint", says how to handle a finding.
+lint: install  ## ruff, mypy, bandit, gixy, detect-secrets, hadolint, shellcheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy app tests alembic bench devstack
+	$(VENV)/bin/bandit -c pyproject.toml -r app --quiet
+	$(PY) -m devstack.gixy_check
+	$(PY) -m devstack.secrets_check
+	files=$$($(PY) -m devstack.repo_files dockerfiles) && $(VENV)/bin/hadolint --no-color $$files
+	files=$$($(PY) -m devstack.repo_files shell-scripts) && $(VENV)/bin/shellcheck --severity=style $$files
+
+secrets-baseline: install  ## Rescan .secrets.baseline (audit labels kept); then audit what is new
+	$(PY) -m devstack.secrets_check update
 
 format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
