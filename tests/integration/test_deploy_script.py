@@ -183,16 +183,8 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     readiness.stop()
 
 
-def test_shellcheck_reports_nothing() -> None:
-    shellcheck = Path(sys.executable).parent / "shellcheck"
-    result = subprocess.run(
-        [str(shellcheck), "--severity=style", str(SCRIPT)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout
+def test_runs_in_strict_mode() -> None:
+    # shellcheck runs on it in make lint (tests/unit/test_static_analysis.py).
     assert SCRIPT.read_text().splitlines()[1:20].count("set -euo pipefail") == 1
 
 
