@@ -34,10 +34,18 @@ def run_migrations_offline() -> None:
 
 def _run_sync(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-    with context.begin_transaction():
-        # Held until this transaction ends: a second migrator waits, then finds nothing to do.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        context.run_migrations()
+    # Held by the session, not a transaction: online migrations commit part-way (batched
+    # backfills, CREATE INDEX CONCURRENTLY), and a second migrator must keep waiting through
+    # those. It waits, then finds nothing to do; the lock goes with the connection at the latest.
+    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    connection.commit()
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.rollback()  # whatever a failure left open, so the unlock can run
+        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()
 
 
 async def run_migrations_online() -> None:

@@ -1,7 +1,10 @@
 """Articles, their tags and favourites.
 
 `favorites_count` is kept on the article (updated in the same transaction as the favourite row)
-so list pages read it without counting.
+so list pages read it without counting. The totals of list pages are kept the same way, by
+triggers (alembic revision "maintained counts"): per tag (`tags.articles_count`), per author and
+per favouriting user (`users.articles_count`, `users.favorites_count`), and overall
+(`article_totals`, in slots).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     func,
@@ -47,9 +51,28 @@ class Article(Timestamps, Base):
 
 class Tag(Base):
     __tablename__ = "tags"
+    # The popular-tags list: the first 100 entries of this index, no counting.
+    __table_args__ = (Index("ix_tags_articles_count_name", text("articles_count DESC"), "name"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    articles_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
+
+
+class ArticleTotal(Base):
+    """The number of articles, spread over ARTICLE_TOTAL_SLOTS rows (an article counts in slot
+    `id % ARTICLE_TOTAL_SLOTS`): concurrent writers rarely wait for one another's row, and the
+    total is the sum of a few rows."""
+
+    __tablename__ = "article_totals"
+
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    articles: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+ARTICLE_TOTAL_SLOTS = 16
 
 
 class ArticleTag(Base):

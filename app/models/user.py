@@ -32,6 +32,14 @@ class User(Timestamps, Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     bio: Mapped[str | None] = mapped_column(Text, nullable=True)
     image: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    # Maintained by triggers in each write's own transaction (see the migration
+    # "maintained counts"): list totals read one row instead of counting.
+    articles_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )  # articles this user wrote
+    favorites_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )  # articles this user favourited
     # Raised by a password or email change: tokens carry the version they were issued at, and
     # older ones stop working (app/core/tokens.py, app/db/token_versions.py).
     token_version: Mapped[int] = mapped_column(

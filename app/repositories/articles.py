@@ -3,7 +3,8 @@
 List pages, the feed and single articles are each one SELECT that brings the author, the
 caller's `following` and `favorited`, and the sorted tag list along (correlated subqueries), so
 a page costs the same number of round trips whatever its size: one, the page with its total
-(a second, the count alone, only for a page past the end).
+(a second, the total alone, only for a page past the end). Totals come from maintained counts,
+not from counting the matches.
 
 Those SELECTs are built once per shape (viewer or not, which filters) with bound parameters,
 compiled once for asyncpg and run on the session's driver connection (`driver.py`), where
@@ -29,14 +30,16 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal_column,
     select,
     type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
+from app.models import Article, ArticleTag, ArticleTotal, Favorite, Follow, Tag, User
 from app.repositories.driver import CompiledRead, ReadSource, Record, fetch, fetch_one
 
 
@@ -107,23 +110,53 @@ def _filters(*, tag: bool, author: bool, favorited_by: bool, feed: bool) -> list
     return conditions
 
 
+def _maintained_total(*, tag: bool, author: bool, favorited_by: bool, feed: bool) -> Any | None:
+    """The number of matches, read from the counts the triggers keep (see the migration
+    "maintained counts"): a row or a few, whatever the number of articles. None for a
+    combination of filters, which no count covers: those count their matches."""
+    if tag + author + favorited_by + feed > 1:
+        return None
+    if tag:
+        total = select(Tag.articles_count).where(Tag.name == bindparam("tag"))
+    elif author:
+        writer = aliased(User)
+        total = select(writer.articles_count).where(writer.username == bindparam("author"))
+    elif favorited_by:
+        fan = aliased(User)
+        total = select(fan.favorites_count).where(fan.username == bindparam("favorited_by"))
+    elif feed:
+        # The sum of the followed authors' counts: as many rows as the reader follows
+        # authors, whatever the number of articles.
+        followed = aliased(User)
+        total = (
+            select(func.sum(followed.articles_count))
+            .join(Follow, Follow.followee_id == followed.id)
+            .where(Follow.follower_id == bindparam("viewer_id"))
+        )
+    else:
+        total = select(func.sum(ArticleTotal.articles))
+    # A literal, not a bound 0: the compiled statement's parameters are the request's alone.
+    return func.coalesce(total.scalar_subquery(), literal_column("0"))
+
+
 @functools.cache
 def _page_statements(
     with_viewer: bool, tag: bool, author: bool, favorited_by: bool, feed: bool
 ) -> tuple[CompiledRead, CompiledRead]:
-    """(page with its total, total count) for one shape of request; `limit`, `offset` bound.
+    """(page with its total, total alone) for one shape of request; `limit`, `offset` bound.
 
-    The page selects the ids of its window with `count(*) OVER ()`, the number of matches, and
-    only then joins the authors and computes tags and flags, for those rows alone: one
-    statement answers both. The count alone is for a page past the end, which has no rows to
-    carry the total.
+    The page selects the ids of its window first, and only then joins the authors and
+    computes tags and flags, for those rows alone. Its total comes along as one more column:
+    a maintained count (`_maintained_total`), or, for a combination of filters, `count(*)
+    OVER ()` over the matches. The total alone is for a page past the end, which has no rows
+    to carry it.
     """
     conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
-    window = select(
-        Article.id.label("id"),
-        Article.created_at.label("created_at"),
-        func.count().over().label("total"),
-    )
+    maintained = _maintained_total(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
+    columns: list[Any] = [Article.id.label("id"), Article.created_at.label("created_at")]
+    if maintained is None:
+        columns.append(func.count().over().label("total"))
+    window = select(*columns)
     count = select(func.count()).select_from(Article)
     if conditions:
         window = window.where(and_(*conditions))
@@ -134,12 +167,15 @@ def _page_statements(
         .offset(bindparam("offset"))
         .subquery("page")
     )
+    total = ids.c.total if maintained is None else maintained.label("total")
     rows = (
         article_view(with_viewer, with_body=False)
-        .add_columns(ids.c.total)
+        .add_columns(total)
         .join(ids, ids.c.id == Article.id)
         .order_by(ids.c.created_at.desc(), ids.c.id.desc())
     )
+    if maintained is not None:
+        count = select(maintained)
     return CompiledRead.of(rows), CompiledRead.of(count)
 
 
