@@ -39,8 +39,9 @@ def is_shell_script(path: Path) -> bool:
     if not first.startswith("#!"):
         return False
     words = first[2:].split()
-    interpreter = words[1] if words and words[0].endswith("/env") and len(words) > 1 else words[0]
-    return Path(interpreter).name in SHELLS if words else False
+    if words and Path(words[0]).name == "env":  # `#!/usr/bin/env [-S] bash`
+        words = [word for word in words[1:] if not word.startswith("-")]
+    return bool(words) and Path(words[0]).name in SHELLS
 
 
 def shell_scripts(root: Path = ROOT) -> list[str]:

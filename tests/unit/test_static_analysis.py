@@ -277,8 +277,9 @@ def test_shell_scripts_are_found_by_name_or_by_their_interpreter(tmp_path: Path)
         "run": "#!/usr/bin/env bash\n",
         "entrypoint.sh": 'exec "$@"\n',
         "hook": "#!/bin/sh -e\n",
+        "split": "#!/usr/bin/env -S bash -eu\n",
     }
-    others = {"tool": "#!/usr/bin/env python3\n", "notes": "bash is mentioned\n"}
+    others = {"tool": "#!/usr/bin/env python3\n", "notes": "bash is mentioned\n", "empty": "#!\n"}
     for name, text in {**scripts, **others}.items():
         (tmp_path / name).write_text(text)
     assert run("git", "init", "--quiet", cwd=tmp_path).returncode == 0
