@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import pytest
 from PIL import ExifTags, Image, PngImagePlugin
 
 from app.core.error_handlers import ValidationFailedError
+from app.services import image_metadata
 from app.services.image_metadata import (
+    MAX_PARTS,
     ImageInfo,
     check_head,
     exif_orientation,
@@ -394,6 +397,58 @@ def test_webp_structure_and_canvas_are_checked() -> None:
     canvas = b"VP8X" + struct.pack("<I", 10) + b"\x00" * 4 + b"\xff\xff\x00" * 2
     oversized = b"RIFF" + struct.pack("<I", 4 + len(canvas)) + b"WEBP" + canvas
     assert "(got 65536x65536)" in refused("webp", oversized)
+
+
+# --- the cost of a crafted file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extension", "make"),
+    [
+        ("jpg", lambda d: d[:2] + b"\xff\xfe\x00\x02" * MAX_PARTS + d[2:]),
+        ("jpg", lambda d: d[:2] + b"\xff" * MAX_PARTS + d[2:]),
+        ("png", lambda d: d[:33] + png_chunk(b"tEXt", b"") * MAX_PARTS + d[33:]),
+        ("gif", lambda d: d[:-1] + b"\x21\xfe" + b"\x01a" * MAX_PARTS + b"\x00\x3b"),
+        ("webp", lambda d: d[:12] + d[12:] + b"JUNK\x00\x00\x00\x00" * MAX_PARTS),
+    ],
+    ids=["jpeg-segments", "jpeg-fill", "png-chunks", "gif-sub-blocks", "webp-chunks"],
+)
+def test_a_file_of_countless_tiny_parts_is_refused(
+    extension: str, make: Callable[[bytes], bytes]
+) -> None:
+    fmt = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP"}[extension]
+    data = make(image_bytes(fmt))
+    if extension == "webp":
+        data = data[:4] + struct.pack("<I", len(data) - 8) + data[8:]
+    assert f"(more than {MAX_PARTS} segments, chunks or blocks)" in refused(extension, data)
+
+
+def test_a_real_gif_of_full_sub_blocks_is_far_from_the_part_limit() -> None:
+    data = Image.effect_noise((1500, 1500), 90).convert("P")
+    buffer = io.BytesIO()
+    data.save(buffer, format="GIF")
+    assert len(buffer.getvalue()) > 2 * 1024 * 1024  # ~9000 sub-blocks of 255 bytes
+    assert clean("gif", buffer.getvalue())[0] == buffer.getvalue()
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 7, 64])
+def test_every_read_boundary_gives_the_same_copy(
+    monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    # Reads of a few bytes put every marker, fill byte and chunk header across a boundary.
+    buffer = io.BytesIO()
+    gradient((40, 30)).save(buffer, format="JPEG", progressive=True, exif=gps_exif(6))
+    jpeg = buffer.getvalue()[:2] + b"\xff\xff" + buffer.getvalue()[2:]  # fill bytes too
+    samples = {
+        "jpg": jpeg,
+        "png": png_with_metadata(),
+        "gif": animated("GIF", comment=b"c"),
+        "webp": animated("WEBP", lossless=True),
+    }
+    expected = {extension: clean(extension, data) for extension, data in samples.items()}
+    monkeypatch.setattr(image_metadata, "PIECE_BYTES", piece)
+    for extension, data in samples.items():
+        assert clean(extension, data) == expected[extension], extension
 
 
 # --- the early check on a head --------------------------------------------------------------
