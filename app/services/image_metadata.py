@@ -13,7 +13,12 @@ Orientation survives as a new one-tag EXIF segment, so phone photos still displa
 The dimensions come from the headers (JPEG SOFn, PNG IHDR/fcTL, GIF screen and frames, WebP
 VP8X/ANMF/VP8/VP8L): an image whose width*height exceeds the limit is refused before anything
 decodes it (a 10 MB file can declare 100000x100000 pixels, 30 GB once decoded). Malformed or
-truncated structure is refused too: what cannot be walked cannot be cleaned.
+truncated structure is refused too: what cannot be walked cannot be cleaned; so is a file of more
+than MAX_PARTS segments, chunks or blocks, each a turn of a Python loop (real images have a few
+thousand; 10 MB of 4-byte ones cost 2.8 s of CPU before the bound, under 0.1 s with it).
+
+One module for the four formats, past the house's ~200 lines: they share the reader, the
+refusals and the entry points, and each walker is read against the others.
 """
 
 from __future__ import annotations
