@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,19 +56,33 @@ async def register(session: AsyncSession, data: NewUser, settings: Settings) -> 
     return issue_token(user, settings)
 
 
+class OpenSession(Protocol):
+    """`app.api.deps.open_session` bound to the app's resources: a session that commits when
+    the block succeeds."""
+
+    def __call__(self, *, read_only: bool) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+
 async def login(
-    session: AsyncSession, email: str, password: str, settings: Settings, throttle: LoginThrottle
+    sessions: OpenSession, email: str, password: str, settings: Settings, throttle: LoginThrottle
 ) -> UserOut:
+    """Sessions are opened here, not for the whole request: a login waiting for its turn to
+    hash (app.core.hashing_queue) must not hold a pooled connection meanwhile, or a login flood
+    would leave every other request without one."""
     # Before the lookup and the hashing: a locked account costs nothing more (login_throttle).
     await throttle.refuse_if_locked(email)
-    user = await users_repo.get_by_email(session, normalise_email(email))
+    async with sessions(read_only=True) as session:
+        user = await users_repo.get_by_email(session, normalise_email(email))
     # Verified even when the user is unknown, so both failures take the same time.
     if not await verify_password(user.password_hash if user else None, password) or user is None:
         await throttle.record_failure(email)
         raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
     if needs_rehash(user.password_hash):
-        user.password_hash = await hash_password(password)
-        await users_repo.save(session, user)
+        password_hash = await hash_password(password)
+        async with sessions(read_only=False) as session:
+            session.add(user)
+            user.password_hash = password_hash
+            await users_repo.save(session, user)
     return issue_token(user, settings)
 
 

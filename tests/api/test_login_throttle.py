@@ -10,15 +10,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
 from app.core.config import Settings
 from app.core.hashing_queue import HASHING_MAX_WAITING, hashes_pending
-from app.core.security import HASHING_CONCURRENCY, verify_password
+from app.core.security import HASHING_CONCURRENCY, needs_rehash, verify_password
 from app.main import create_app
 from app.repositories import users as users_repo
 from devstack.servers import free_port
@@ -247,3 +249,24 @@ async def test_a_login_flood_past_the_hashing_queue_is_refused_at_once(
         assert busy.json()["code"] == "service_busy"
         assert busy.headers["retry-after"] == "1"
     assert hashes_pending() == 0
+
+
+async def test_a_login_upgrades_an_old_hash_in_a_session_of_its_own(
+    client: AsyncClient, db_connection: AsyncConnection
+) -> None:
+    """The rehash path: the lookup's session is closed before the password is checked, so the
+    upgraded hash is saved in a second one."""
+    email = await register(client, "grace")
+    old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    update = text("UPDATE users SET password_hash = :hash WHERE email = :email")
+    await db_connection.execute(update, {"hash": old, "email": email})
+    response = await client.post(
+        "/api/users/login", json={"user": {"email": email, "password": PASSWORD}}
+    )
+    assert response.status_code == 200, response.text
+    select = text("SELECT password_hash FROM users WHERE email = :email")
+    stored = (await db_connection.execute(select, {"email": email})).scalar_one()
+    assert stored != old
+    assert not needs_rehash(stored)
+    again = {"user": {"email": email, "password": PASSWORD}}
+    assert (await client.post("/api/users/login", json=again)).status_code == 200

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, status
 
-from app.api.deps import CacheDep, CurrentUser, ResourcesDep, SessionDep, SettingsDep
+from app.api.deps import (
+    CacheDep,
+    CurrentUser,
+    ResourcesDep,
+    SessionDep,
+    SettingsDep,
+    open_session,
+)
 from app.resilience.login_throttle import LoginThrottle
 from app.schemas.common import error_responses
 from app.schemas.users import LoginUserRequest, NewUserRequest, UpdateUserRequest, UserResponse
@@ -20,11 +29,16 @@ router = APIRouter(tags=["User and Authentication"])
     responses=error_responses(401, 429, 503),
 )
 async def login(
-    payload: LoginUserRequest, session: SessionDep, settings: SettingsDep, resources: ResourcesDep
+    payload: LoginUserRequest, settings: SettingsDep, resources: ResourcesDep
 ) -> UserResponse:
+    # No session dependency: the service opens its sessions around the lookup and the rehash
+    # only, so no connection is held while the password is checked.
     credentials = payload.user
     throttle = LoginThrottle(resources.rate_limiter)
-    user = await service.login(session, credentials.email, credentials.password, settings, throttle)
+    sessions = functools.partial(open_session, resources)
+    user = await service.login(
+        sessions, credentials.email, credentials.password, settings, throttle
+    )
     return UserResponse(user=user)
 
 
