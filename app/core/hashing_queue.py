@@ -1,12 +1,12 @@
 """A bound on the password hashes waiting in this process.
 
 Argon2 runs HASHING_CONCURRENCY hashes at a time (app.core.security); the others wait for a
-slot. Waiting costs little memory, but every waiting login holds its request, its database
-connection (the session dependency takes one up front) and its client: under a login flood the
-queue would grow without bound, and every login and registration, honest ones included, would
-wait behind it until clients and pools time out. Past HASHING_MAX_WAITING hashes waiting, a
-request is refused at once with 503 `service_busy` and Retry-After, which clients and load
-balancers act on.
+slot. Waiting costs little memory, but every waiting login holds its request and its client:
+under a login flood the queue would grow without bound, and every login and registration,
+honest ones included, would wait behind it until clients time out. Past HASHING_MAX_WAITING
+hashes waiting, a request is refused at once with 503 `service_busy` and Retry-After, which
+clients and load balancers act on. (A login holds no database connection while it waits: the
+login service closes its lookup's session first.)
 
 Per process and without a lock: admission is decided on the event loop, between awaits.
 """
@@ -19,11 +19,10 @@ from contextlib import contextmanager
 
 from app.core.error_handlers import ServiceUnavailableError
 
-# Hashes allowed to wait for a slot, per process. A waiting login holds a pooled connection, so
-# a flood holds at most 2 + 16 of the default 30 (DB_POOL_SIZE + DB_MAX_OVERFLOW), and 24 of
-# the bench's 32 left GET /api/user waiting for the pool (docs/performance.md, "Login floods").
-# At ~25 ms a hash on a free core the last one admitted waits ~0.2 s. A constant like
-# HASHING_CONCURRENCY, which it follows from.
+# Hashes allowed to wait for a slot, per process. It bounds how long an admitted login waits
+# (~0.2 s at ~25 ms a hash, 2 at a time, on free cores) and how many guesses a burst gets past
+# the per-account login limit before its first failure is counted (2 + 16 per worker; see
+# app.resilience.login_throttle). A constant like HASHING_CONCURRENCY, which it follows from.
 HASHING_MAX_WAITING = 16
 HASHING_BUSY_RETRY_AFTER_SECONDS = 1
 
