@@ -197,20 +197,30 @@ class UploadService:
         # Before the body is read: a client whose upload cannot be stored is told at once.
         self.storage.raise_if_unavailable()
         staged, handle = await asyncio.to_thread(self.storage.staging_file)
-        cleaned, cleaned_handle = await asyncio.to_thread(self.storage.staging_file)
         try:
             received = _CountingWriter(handle)
             image_type = await self._receive(field, body, received)
             await asyncio.to_thread(handle.close)
-            writer = _HashingWriter(cleaned_handle)
+            name, size = await self._publish_stripped(staged, image_type, received.size)
+        finally:
+            await asyncio.to_thread(_discard, handle, staged)
+        return StoredImage(name, await self.storage.url(name), size, image_type)
+
+    async def _publish_stripped(
+        self, staged: Path, image_type: ImageType, received: int
+    ) -> tuple[str, int]:
+        """Copy the staged upload without its metadata, publish the copy under its hash; the
+        name and the size published."""
+        cleaned, handle = await asyncio.to_thread(self.storage.staging_file)
+        try:
+            writer = _HashingWriter(handle)
             info = await asyncio.to_thread(self._strip, staged, image_type, writer)
-            _log_stripped(image_type, info, received.size, writer.size)
+            _log_stripped(image_type, info, received, writer.size)
             name = f"{writer.digest.hexdigest()}.{image_type.extension}"
             await self.storage.publish(cleaned, name)
         finally:
-            await asyncio.to_thread(_discard, handle, staged)
-            await asyncio.to_thread(_discard, cleaned_handle, cleaned)
-        return StoredImage(name, await self.storage.url(name), writer.size, image_type)
+            await asyncio.to_thread(_discard, handle, cleaned)
+        return name, writer.size
 
     def _strip(self, staged: Path, image_type: ImageType, writer: _HashingWriter) -> ImageInfo:
         with staged.open("rb") as source:
