@@ -11,15 +11,25 @@ slices; its p50/p99 are the medians of its slices'.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bench import load as loads
 from bench.environment import AppServer, RssSampler
 from bench.report import Row
 
 MIN_SLICE_SECONDS = 3.0
+
+
+class SliceMeter(Protocol):
+    """Figures of one slice besides the app's own (e.g. Postgres CPU), summed per variant into
+    the row's `extra`."""
+
+    def start(self, variant: str) -> None: ...
+
+    def stop(self, variant: str) -> dict[str, float]: ...
 
 
 @dataclass
@@ -32,6 +42,7 @@ class _Totals:
     peak_rss: int = 0
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    metered: dict[str, float] = field(default_factory=dict)
 
 
 def measure(
@@ -42,20 +53,29 @@ def measure(
     rounds: int,
     tool: str,
     workdir: Path,
+    load_for: Mapping[str, loads.Load] | None = None,
+    meter: SliceMeter | None = None,
 ) -> list[Row]:
-    """`seconds` of load per variant in all, split into `rounds` slices."""
+    """`seconds` of load per variant in all, split into `rounds` slices. `load_for` gives a
+    variant a load of its own (its own data files); `meter` adds figures per slice."""
     slice_seconds = max(seconds / rounds, MIN_SLICE_SECONDS)
     totals = {name: _Totals() for name, _ in variants}
-    for _, server in variants:  # warm every variant before any is measured
-        loads.run(server.url, load, MIN_SLICE_SECONDS, tool, workdir)
+    own = load_for or {}
+    for name, server in variants:  # warm every variant before any is measured
+        loads.run(server.url, own.get(name, load), MIN_SLICE_SECONDS, tool, workdir)
     for round_number in range(rounds):
         order = variants if round_number % 2 == 0 else list(reversed(variants))
         for name, server in order:
+            if meter is not None:
+                meter.start(name)
             cpu_before = server.cpu_seconds()
             with RssSampler(server) as rss:
-                measured = loads.run(server.url, load, slice_seconds, tool, workdir)
+                measured = loads.run(server.url, own.get(name, load), slice_seconds, tool, workdir)
             total = totals[name]
             total.cpu_seconds += server.cpu_seconds() - cpu_before
+            if meter is not None:
+                for key, value in meter.stop(name).items():
+                    total.metered[key] = total.metered.get(key, 0.0) + value
             total.requests += measured.requests
             total.seconds += slice_seconds
             total.non2xx += measured.non2xx
@@ -76,7 +96,7 @@ def measure(
             socket_errors=total.socket_errors,
             cpu_ms_per_request=total.cpu_seconds * 1000 / total.requests if total.requests else 0,
             peak_rss_mb=total.peak_rss / 2**20,
-            extra={"rounds": rounds, "slice_s": slice_seconds},
+            extra={"rounds": rounds, "slice_s": slice_seconds, **total.metered},
         )
         for (name, server), total in ((v, totals[v[0]]) for v in variants)
     ]

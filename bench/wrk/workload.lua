@@ -2,6 +2,7 @@
 -- MODE: get (the URL as given), list (random offset), article (random slug), feed (token),
 -- write (comment / favourite / unfavourite on random articles as random users), login.
 -- DATAFILE lines: "slug" for article/write, "token" for feed/write, "email password" for login.
+-- paths: `-- paths PATHSFILE [TOKEN]`, GET a random line of PATHSFILE (signed in with TOKEN).
 -- done() prints one JSON object (latencies in microseconds) that bench/load.py parses.
 
 local counter = 0
@@ -12,6 +13,7 @@ function setup(thread)
 end
 
 local mode, slugs, tokens, creds, max_offset = "get", {}, {}, {}, 480
+local paths, signed = {}, nil
 
 local function read_lines(path)
   local lines = {}
@@ -38,6 +40,10 @@ function init(args)
     end
   end
   if mode == "list" then max_offset = tonumber(args[2] or "480") end
+  if mode == "paths" then
+    paths = read_lines(args[2])
+    if args[3] then signed = { Authorization = "Token " .. args[3] } end
+  end
 end
 
 local function pick(list) return list[math.random(#list)] end
@@ -64,6 +70,8 @@ function request()
     return wrk.format("DELETE", "/api/articles/" .. slug .. "/favorite", headers)
   elseif mode == "login" then
     return wrk.format("POST", "/api/users/login", json, pick(creds))
+  elseif mode == "paths" then
+    return wrk.format("GET", pick(paths), signed)
   end
   return wrk.format(nil, nil)
 end
