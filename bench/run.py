@@ -3,6 +3,8 @@ API, drive each workload with wrk (or locust) after a warm-up, and print the fig
 
     python -m bench.run [--duration 15] [--warmup 3] [--only list,article] [--no-two-workers]
                         [--chart bench/results/chart.png]
+    python -m bench.run --scale 1m [--scale-reload]   # 500 vs 1M articles: bench/scale/
+    python -m bench.run --scale curve                 # 500, 10k, 100k and 1M side by side
 
 Durations also come from BENCH_DURATION / BENCH_WARMUP. Results: bench/results/<stamp>.jsonl
 (one line per workload), <stamp>.md (the tables) and the chart; the table goes to stdout.
@@ -51,6 +53,8 @@ class Options:
     chart: Path
     results: Path
     replica: bool = False
+    scale: str | None = None
+    scale_reload: bool = False
 
 
 def parse(argv: list[str]) -> Options:
@@ -69,6 +73,14 @@ def parse(argv: list[str]) -> Options:
         action="store_true",
         help="also start a streaming replica and set DATABASE_REPLICA_URLS to it",
     )
+    parser.add_argument(
+        "--scale",
+        help="compare the reads on the 500-article set with larger bulk-loaded sets "
+        "(1m, 100k, 10k, a comma-separated list, or curve) instead of the usual run",
+    )
+    parser.add_argument(
+        "--scale-reload", action="store_true", help="load the --scale sets again, not reuse them"
+    )
     ns = parser.parse_args(argv)
     only = frozenset(w.strip() for w in ns.only.split(",")) if ns.only else None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -81,6 +93,8 @@ def parse(argv: list[str]) -> Options:
         chart=ns.chart or ns.results / f"{stamp}.png",
         results=ns.results / stamp,
         replica=ns.replica,
+        scale=ns.scale,
+        scale_reload=ns.scale_reload,
     )
 
 
@@ -267,10 +281,31 @@ def _report(options: Options, bench: Bench, meta: dict[str, object]) -> None:
     sys.stdout.write(f"\nresults: {options.results}.jsonl, .md; chart: {options.chart}\n")
 
 
+def _scale(options: Options, workdir: Path) -> int:
+    from bench.scale import runner
+
+    assert options.scale is not None
+    scale = runner.ScaleOptions(
+        sizes=runner.sizes_of(options.scale),
+        duration=options.duration,
+        connections=options.connections,
+        rounds=runner.ROUNDS,
+        reload=options.scale_reload,
+        only=options.only,
+        results=options.results,
+    )
+    try:
+        return runner.run(scale, workdir, loads.generator())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None, clock: Callable[[], float] = time.time) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="conduit-bench-"))
     workdir.chmod(0o755)  # Postgres runs as an unprivileged user when the bench runs as root
+    if options.scale:
+        return _scale(options, workdir)
     bench = Bench(options, workdir)
     meta: dict[str, object] = {
         **report.machine(),
