@@ -189,8 +189,8 @@ def upgrade() -> None:
             if bounds[0] is None:
                 continue
             for lo in range(int(bounds[0]), int(bounds[1]) + 1, BATCH):
-                _retry_on_lock_timeout(bind, batch.format(lo=lo, hi=lo + BATCH - 1))
-        _retry_on_lock_timeout(bind, TOTALS)
+                _retry_on_conflict(bind, batch.format(lo=lo, hi=lo + BATCH - 1))
+        _retry_on_conflict(bind, TOTALS)
 
         # Phase 3: the index, built without blocking writes. A concurrent build that failed
         # leaves an invalid index behind: it is built again.
@@ -206,14 +206,16 @@ def upgrade() -> None:
 # no longer), then tries again, a few times, before the migration gives up (to be run again).
 DDL_LOCK_TIMEOUT = "1s"
 LOCK_ATTEMPTS = 10
-LOCK_NOT_AVAILABLE = "55P03"
+# A batch can also lose a deadlock to a write that locks the same users in another order (an
+# article's deletion decrements each of its fans): it is run again, as the write would be.
+RETRIED = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
 
 
 def _ddl(bind: sa.engine.Connection, statement: str) -> None:
-    _retry_on_lock_timeout(bind, statement, lock_timeout=DDL_LOCK_TIMEOUT)
+    _retry_on_conflict(bind, statement, lock_timeout=DDL_LOCK_TIMEOUT)
 
 
-def _retry_on_lock_timeout(
+def _retry_on_conflict(
     bind: sa.engine.Connection, statement: str, *, lock_timeout: str | None = None
 ) -> None:
     for attempt in range(1, LOCK_ATTEMPTS + 1):
@@ -228,7 +230,7 @@ def _retry_on_lock_timeout(
             return
         except sa.exc.DBAPIError as error:
             code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-            if code != LOCK_NOT_AVAILABLE or attempt == LOCK_ATTEMPTS:
+            if code not in RETRIED or attempt == LOCK_ATTEMPTS:
                 raise
             time.sleep(0.5 * attempt)
 

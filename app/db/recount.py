@@ -3,8 +3,8 @@
 The triggers of the "maintained counts" migration keep them exact; this is for operators and
 tests: after a restore from a logical dump taken with triggers disabled, after a bulk load that
 bypassed them, or to prove they are exact. `python -m app.db.recount` logs the mismatches
-(exit 1 when there are any); `--fix` sets them right, with writes held back meanwhile (a maintenance step).
-
+(exit 1 when there are any); `--fix` sets them right, with writes held back meanwhile (a
+maintenance step).
 """
 
 from __future__ import annotations

@@ -139,43 +139,68 @@ def _maintained_total(*, tag: bool, author: bool, favorited_by: bool, feed: bool
     return func.coalesce(total.scalar_subquery(), literal_column("0"))
 
 
+def _ids_in_order(
+    conditions: list[Any], *, tag: bool, author: bool, favorited_by: bool, feed: bool
+) -> Select[Any]:
+    """The ids of the matching articles, newest first, from the one index that holds them in
+    that order, whatever the number of articles.
+
+    Newest first is `id DESC`: ids come from a sequence in the order articles are written, so
+    the order is the order of `created_at` (which the sequence's order decides for two articles
+    written within the same microseconds). Each single filter reads its own index backwards
+    and stops after the page: the favourites' and the tag links' primary keys, the authors'
+    `(author_id, id DESC)`. A combination of filters reads the articles newest first and tests
+    each one.
+    """
+    if tag and not (author or favorited_by or feed):
+        tag_id = select(Tag.id).where(Tag.name == bindparam("tag")).scalar_subquery()
+        return (
+            select(ArticleTag.article_id.label("id"))
+            .where(ArticleTag.tag_id == tag_id)
+            .order_by(ArticleTag.article_id.desc())
+        )
+    if favorited_by and not (tag or author or feed):
+        fan = select(User.id).where(User.username == bindparam("favorited_by")).scalar_subquery()
+        return (
+            select(Favorite.article_id.label("id"))
+            .where(Favorite.user_id == fan)
+            .order_by(Favorite.article_id.desc())
+        )
+    window = select(Article.id.label("id"))
+    if conditions:
+        window = window.where(and_(*conditions))
+    return window.order_by(Article.id.desc())
+
+
 @functools.cache
 def _page_statements(
     with_viewer: bool, tag: bool, author: bool, favorited_by: bool, feed: bool
 ) -> tuple[CompiledRead, CompiledRead]:
     """(page with its total, total alone) for one shape of request; `limit`, `offset` bound.
 
-    The page selects the ids of its window first, and only then joins the authors and
-    computes tags and flags, for those rows alone. Its total comes along as one more column:
-    a maintained count (`_maintained_total`), or, for a combination of filters, `count(*)
-    OVER ()` over the matches. The total alone is for a page past the end, which has no rows
-    to carry it.
+    The page selects the ids of its window first (`_ids_in_order`), and only then joins the
+    authors and computes tags and flags, for those rows alone. Its total comes along as one
+    more column: a maintained count (`_maintained_total`), or, for a combination of filters,
+    `count(*) OVER ()` over the matches. The total alone is for a page past the end, which has
+    no rows to carry it.
     """
     conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
     maintained = _maintained_total(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
-    columns: list[Any] = [Article.id.label("id"), Article.created_at.label("created_at")]
+    window = _ids_in_order(conditions, tag=tag, author=author, favorited_by=favorited_by, feed=feed)
     if maintained is None:
-        columns.append(func.count().over().label("total"))
-    window = select(*columns)
-    count = select(func.count()).select_from(Article)
-    if conditions:
-        window = window.where(and_(*conditions))
-        count = count.where(and_(*conditions))
-    ids = (
-        window.order_by(Article.created_at.desc(), Article.id.desc())
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
-        .subquery("page")
-    )
+        window = window.add_columns(func.count().over().label("total"))
+    ids = window.limit(bindparam("limit")).offset(bindparam("offset")).subquery("page")
     total = ids.c.total if maintained is None else maintained.label("total")
     rows = (
         article_view(with_viewer, with_body=False)
         .add_columns(total)
         .join(ids, ids.c.id == Article.id)
-        .order_by(ids.c.created_at.desc(), ids.c.id.desc())
+        .order_by(ids.c.id.desc())
     )
     if maintained is not None:
         count = select(maintained)
+    else:
+        count = select(func.count()).select_from(Article).where(and_(*conditions))
     return CompiledRead.of(rows), CompiledRead.of(count)
 
 
@@ -300,7 +325,15 @@ def _favorite_statements() -> tuple[Any, Any]:
     user_id: Any = bindparam("user_id", type_=BigInteger)
     # Not named "slug": Core adds to an UPDATE's SET clause every column named by a key of
     # the execution parameters (articles.slug, here), CTE or not.
-    target = select(Article.id).where(Article.slug == bindparam("article_slug")).cte("target")
+    # The article is locked first: the favourite's trigger then locks the fan's row, in the
+    # order a deletion of the article takes them (the article, then its fans through the
+    # cascade), so a favourite racing the article's deletion waits instead of deadlocking.
+    target = (
+        select(Article.id)
+        .where(Article.slug == bindparam("article_slug"))
+        .with_for_update(key_share=True)
+        .cte("target")
+    )
     added = (
         insert(Favorite)
         .from_select(["user_id", "article_id"], select(user_id, target.c.id))

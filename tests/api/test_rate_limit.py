@@ -88,9 +88,8 @@ async def test_login_and_writes_have_stricter_limits(limited_app: FastAPI) -> No
 
 async def test_authenticated_clients_are_keyed_by_user(limited_app: FastAPI) -> None:
     def auth(user_id: int, scheme: str = "Token") -> dict[str, str]:
-        return {
-            "Authorization": f"{scheme} {create_access_token(user_id, signing_keys(TEST_SECRET), 5)}"
-        }
+        token = create_access_token(user_id, signing_keys(TEST_SECRET), 5)
+        return {"Authorization": f"{scheme} {token}"}
 
     async with (
         client_for(limited_app, "192.0.2.1") as first,

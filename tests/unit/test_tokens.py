@@ -58,7 +58,9 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
         decode_access_token(token, keys)
 
 
-@pytest.mark.parametrize("header", [{"kid": ""}, {"kid": "feedfeedfeedfeed"}, {"kid": key_id(PREVIOUS)}])
+@pytest.mark.parametrize(
+    "header", [{"kid": ""}, {"kid": "feedfeedfeedfeed"}, {"kid": key_id(PREVIOUS)}]
+)
 def test_a_kid_that_names_no_configured_key_is_refused(header: dict[str, object]) -> None:
     keys = signing_keys(CURRENT)
     claims = {"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 60}
