@@ -69,6 +69,24 @@ async def test_image_round_trips_byte_for_byte(
     assert again.headers["content-security-policy"] == "default-src 'none'; sandbox"
 
 
+async def test_served_with_csp_nosniff_and_a_safe_disposition(
+    client: AsyncClient, token: str
+) -> None:
+    # Whatever name the client sent, the served one is the content address.
+    files = {"file": ("\"; filename*=UTF-8''evil.html", image_bytes("GIF"), "text/html")}
+    uploaded = await client.post("/api/uploads", files=files, headers=auth(token))
+    assert uploaded.status_code == 201, uploaded.text
+    url = uploaded.json()["url"]
+    name = url.rsplit("/", 1)[1]
+    for headers in ({}, {"If-None-Match": f'"{name.split(".")[0]}"'}):
+        served = await client.get(url, headers=headers)
+        assert served.status_code in (200, 304)
+        assert served.headers.get_list("content-security-policy") == ["default-src 'none'; sandbox"]
+        assert served.headers.get_list("x-content-type-options") == ["nosniff"]
+        assert served.headers.get_list("content-disposition") == [f'inline; filename="{name}"']
+    assert served.status_code == 304
+
+
 async def test_uploaded_url_becomes_the_users_image(client: AsyncClient, token: str) -> None:
     uploaded = await client.post(
         "/api/uploads", files={"file": ("me.png", image_bytes("PNG"))}, headers=auth(token)
