@@ -97,6 +97,14 @@ def statements_seconds(server: PostgresServer, name: str) -> float:
     return float(found or 0)
 
 
+def wait_idle(server: PostgresServer, name: str, timeout: float = 60.0) -> None:
+    """Until no statement of `name` runs (or `timeout` has passed)."""
+    deadline = time.monotonic() + timeout
+    active = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND state = 'active'"
+    while server.query(active) != "0" and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 class PostgresMeter:
     """interleaved.SliceMeter: Postgres CPU (the whole cluster: only one variant is driven at a
     time) and pg_stat_statements' execution time in the variant's database, per slice."""
@@ -114,6 +122,8 @@ class PostgresMeter:
         self._cpu = cluster_cpu_seconds(self.pid)
 
     def stop(self, variant: str) -> dict[str, float]:
+        # Statements still running when the load stopped belong to this slice, not the next.
+        wait_idle(self.server, self.databases[variant])
         cpu = cluster_cpu_seconds(self.pid) - self._cpu
         executed = statements_seconds(self.server, self.databases[variant]) - self._exec
         return {"pg_cpu_s": cpu, "pg_exec_s": executed}
