@@ -46,14 +46,20 @@ def _pending() -> _Pending:
 @contextmanager
 def hashing_admitted(concurrency: int) -> Iterator[None]:
     """Hold a place among the running or waiting hashes, or raise HashingBusyError at once."""
+    refuse_if_full(concurrency)
     pending = _pending()
-    if pending.count >= concurrency + HASHING_MAX_WAITING:
-        raise HashingBusyError(retry_after=HASHING_BUSY_RETRY_AFTER_SECONDS)
     pending.count += 1
     try:
         yield
     finally:
         pending.count -= 1
+
+
+def refuse_if_full(concurrency: int) -> None:
+    """Raise HashingBusyError now when a hash would be refused: for callers with work to do
+    before hashing (the login's user lookup), which a flood should not make them do."""
+    if _pending().count >= concurrency + HASHING_MAX_WAITING:
+        raise HashingBusyError(retry_after=HASHING_BUSY_RETRY_AFTER_SECONDS)
 
 
 def hashes_pending() -> int:

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.error_handlers import UnauthorizedError, ValidationFailedError
-from app.core.security import hash_password, needs_rehash, verify_password
+from app.core.hashing_queue import refuse_if_full
+from app.core.security import HASHING_CONCURRENCY, hash_password, needs_rehash, verify_password
 from app.core.tokens import create_access_token, signing_keys
 from app.db.after_commit import after_commit
 from app.db.cache import Cache
@@ -71,6 +72,8 @@ async def login(
     would leave every other request without one."""
     # Before the lookup and the hashing: a locked account costs nothing more (login_throttle).
     await throttle.refuse_if_locked(email)
+    # And a login that could not hash now costs no lookup either.
+    refuse_if_full(HASHING_CONCURRENCY)
     async with sessions(read_only=True) as session:
         user = await users_repo.get_by_email(session, normalise_email(email))
     # Verified even when the user is unknown, so both failures take the same time.

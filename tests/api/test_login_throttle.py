@@ -226,28 +226,41 @@ async def test_keys_logs_and_metrics_never_hold_the_email(throttled: FastAPI) ->
 
 
 async def test_a_login_flood_past_the_hashing_queue_is_refused_at_once(
-    settings_factory: Callable[..., Settings],
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Distinct unknown emails (no account limit helps) from one process's worth of clients:
-    past the hashes running and HASHING_MAX_WAITING waiting, a login gets 503 service_busy."""
+    past the hashes running and HASHING_MAX_WAITING waiting, a login gets 503 service_busy,
+    and once the queue is full a login arriving gets it before its user lookup."""
     settings = settings_factory(RATE_LIMIT_ENABLED=False, DB_MAX_OVERFLOW=50)
-    flood = 60
+    looked_up: list[str] = []
+    lookup = users_repo.get_by_email
+
+    async def counting_lookup(session: AsyncSession, email: str) -> Any:
+        looked_up.append(email)
+        return await lookup(session, email)
+
+    monkeypatch.setattr(users_repo, "get_by_email", counting_lookup)
+    full = HASHING_CONCURRENCY + HASHING_MAX_WAITING
     async with serve(settings) as http:
-        responses = await asyncio.gather(
-            *(
-                http.post(
-                    "/api/users/login",
-                    json={"user": {"email": f"flood{n}@example.com", "password": "guess"}},
-                )
-                for n in range(flood)
-            )
-        )
+
+        async def login(email: str) -> Response:
+            body = {"user": {"email": email, "password": "guess"}}
+            return await http.post("/api/users/login", json=body)
+
+        first = [asyncio.create_task(login(f"flood{n}@example.com")) for n in range(60)]
+        while hashes_pending() < full:  # noqa: ASYNC110 (a counter; nothing signals it)
+            await asyncio.sleep(0.001)
+        # A hash takes tens of milliseconds: the queue is still full while these arrive.
+        late = await asyncio.gather(*(login(f"late{n}@example.com") for n in range(10)))
+        responses = [*await asyncio.gather(*first), *late]
     statuses = [response.status_code for response in responses]
     assert set(statuses) == {401, 503}, statuses
-    assert statuses.count(401) >= HASHING_CONCURRENCY + HASHING_MAX_WAITING
+    assert statuses.count(401) >= full
     for busy in (response for response in responses if response.status_code == 503):
         assert busy.json()["code"] == "service_busy"
         assert busy.headers["retry-after"] == "1"
+    assert [response.status_code for response in late] == [503] * 10
+    assert not [email for email in looked_up if email.startswith("late")]
     assert hashes_pending() == 0
 
 

@@ -11,6 +11,7 @@ from app.core.hashing_queue import (
     HashingBusyError,
     hashes_pending,
     hashing_admitted,
+    refuse_if_full,
 )
 from app.resilience.login_throttle import account_key, normalise_email
 
@@ -41,6 +42,8 @@ def test_hashes_past_the_waiting_bound_are_refused_at_once() -> None:
         assert hashes_pending() == concurrency + HASHING_MAX_WAITING
         with pytest.raises(HashingBusyError) as refused, hashing_admitted(concurrency):
             pass
+        with pytest.raises(HashingBusyError):
+            refuse_if_full(concurrency)
         assert refused.value.status_code == 503
         assert refused.value.code == "service_busy"
         assert refused.value.headers == {"Retry-After": "1"}
@@ -48,5 +51,6 @@ def test_hashes_past_the_waiting_bound_are_refused_at_once() -> None:
         for place in admitted:
             place.__exit__(None, None, None)
     assert hashes_pending() == 0
+    refuse_if_full(concurrency)
     with hashing_admitted(concurrency):
         assert hashes_pending() == 1
