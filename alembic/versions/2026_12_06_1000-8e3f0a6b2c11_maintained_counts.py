@@ -57,7 +57,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'INSERT' THEN
     UPDATE users SET articles_count = articles_count + 1 WHERE id = NEW.author_id;
-    UPDATE article_totals SET articles = articles + 1 WHERE slot = NEW.id % 16;
+    -- An upsert, not an UPDATE: a slot's row may be missing (a TRUNCATE of every table).
+    INSERT INTO article_totals AS t (slot, articles) VALUES (NEW.id % 16, 1)
+      ON CONFLICT (slot) DO UPDATE SET articles = t.articles + 1;
   ELSE
     UPDATE users SET articles_count = articles_count - 1 WHERE id = OLD.author_id;
     UPDATE article_totals SET articles = articles - 1 WHERE slot = OLD.id % 16;

@@ -79,6 +79,17 @@ class ArticleTotal(Base):
 ARTICLE_TOTAL_SLOTS = 16
 
 
+class ArticleIdBucket(Base):
+    """How many articles have an id in [bucket * 512, (bucket + 1) * 512): a deep page of the
+    global list walks these from the newest instead of skipping articles one by one
+    (`conduit_article_anchor`, alembic revision "article id buckets")."""
+
+    __tablename__ = "article_id_buckets"
+
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    articles: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+
+
 class ArticleTag(Base):
     __tablename__ = "article_tags"
     # A tag's articles newest first: its page is the first entries of this index. (The

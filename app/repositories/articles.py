@@ -168,8 +168,28 @@ def _ids_in_order(
         )
     window = select(Article.id.label("id"))
     if conditions:
-        window = window.where(and_(*conditions))
+        return window.where(and_(*conditions)).order_by(Article.id.desc())
     return window.order_by(Article.id.desc())
+
+
+def _anchored_ids() -> Select[Any]:
+    """The global list's page, found by seeking: `conduit_article_anchor(offset)` walks the
+    per-512-ids article counts from the newest to the bucket that holds the page's first
+    article, and answers the bucket's upper id bound and how many of its articles to skip
+    (fewer than 512). O(offset / 512 + 512) instead of O(offset), and exact: the counts and
+    the articles are read in the statement's one snapshot."""
+    anchor = select(
+        func.conduit_article_anchor(bindparam("offset", type_=BigInteger))
+        .table_valued("upper", "rest")
+        .render_derived()
+    ).cte("anchor")
+    return (
+        select(Article.id.label("id"))
+        .where(Article.id < select(anchor.c.upper).scalar_subquery())
+        .order_by(Article.id.desc())
+        .limit(bindparam("limit"))
+        .offset(select(anchor.c.rest).scalar_subquery())
+    )
 
 
 @functools.cache
@@ -186,10 +206,15 @@ def _page_statements(
     """
     conditions = _filters(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
     maintained = _maintained_total(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
-    window = _ids_in_order(conditions, tag=tag, author=author, favorited_by=favorited_by, feed=feed)
-    if maintained is None:
-        window = window.add_columns(func.count().over().label("total"))
-    ids = window.limit(bindparam("limit")).offset(bindparam("offset")).subquery("page")
+    if not conditions:
+        ids = _anchored_ids().subquery("page")
+    else:
+        window = _ids_in_order(
+            conditions, tag=tag, author=author, favorited_by=favorited_by, feed=feed
+        )
+        if maintained is None:
+            window = window.add_columns(func.count().over().label("total"))
+        ids = window.limit(bindparam("limit")).offset(bindparam("offset")).subquery("page")
     total = ids.c.total if maintained is None else maintained.label("total")
     rows = (
         article_view(with_viewer, with_body=False)

@@ -19,6 +19,8 @@ from httpx import Response
 
 from app.core.config import Settings
 from app.db.recount import fix, mismatches
+from app.repositories.articles import _anchored_ids
+from app.repositories.driver import CompiledRead
 from devstack.servers import PostgresServer
 from tests.api.helpers import auth, create_article, register
 from tests.conftest import alembic
@@ -221,5 +223,38 @@ async def test_recount_finds_and_fixes_a_wrong_count(database: str) -> None:
         assert any(what == "article_totals" for what, *_ in wrong)
         await fix(connection)
         assert await mismatches(connection) == []
+    finally:
+        await connection.close()
+
+
+async def test_a_deep_page_seeks_to_exactly_the_page_plain_offset_would_give(
+    database: str,
+) -> None:
+    """Buckets full, sparse (deletions) and empty; pages inside a bucket, across two, at the
+    very end and past it: always the ids that OFFSET would have returned."""
+    alembic(database, "upgrade", "head")
+    anchored = CompiledRead.of(_anchored_ids())
+    connection = await asyncpg.connect(_dsn(database))
+    try:
+        await connection.execute(SEED)
+        # Holes: a whole bucket gone, every third article of another, scattered ones.
+        await connection.execute(
+            "DELETE FROM articles WHERE id BETWEEN 1024 AND 1535 OR (id BETWEEN 2048 AND 2559 "
+            "AND id % 3 = 0) OR id % 97 = 0"
+        )
+        total = await connection.fetchval("SELECT count(*) FROM articles")
+        for offset in (0, 1, 19, 20, 511, 512, 513, 1000, 2000, 3333, total - 20, total - 1,
+                       total, total + 5):  # fmt: skip
+            for limit in (1, 20, 100):
+                plain = await connection.fetch(
+                    "SELECT id FROM articles ORDER BY id DESC OFFSET $1 LIMIT $2", offset, limit
+                )
+                sought = await connection.fetch(
+                    anchored.sql, *anchored.arguments({"offset": offset, "limit": limit})
+                )
+                assert [r["id"] for r in sought] == [r["id"] for r in plain], (offset, limit)
+        # And the plan reads a handful of buckets and under 512 index entries, not 3,000 rows.
+        plan = await connection.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + anchored.sql, 3333, 20)
+        assert "Seq Scan" not in str(plan)
     finally:
         await connection.close()
