@@ -460,7 +460,7 @@ async def ensure_loaded(
                 size=size,
                 plan=plan.as_dict(),
                 identities=json.loads(row["identities"]),
-                steps=json.loads(row["steps"]),
+                steps=dict(json.loads(row["steps"])),  # [name, seconds] pairs, in order
                 seconds=float(row["seconds"]),
                 revision=row["revision"],
                 reused=True,
@@ -509,7 +509,7 @@ async def _load(
         size,
         json.dumps(plan.as_dict()),
         json.dumps(identities),
-        json.dumps(steps),
+        json.dumps(list(steps.items())),  # a jsonb object would not keep the order
         seconds,
         revision,
     )
