@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from app.core.error_handlers import ServiceUnavailableError
 
@@ -43,23 +44,29 @@ def _pending() -> _Pending:
     return _Pending()
 
 
+# Set while a task holds a place: a caller may take it before work that leads to a hash (the
+# login takes it before its user lookup, so a flood it refuses costs no database round trip,
+# and no more logins than places look users up at once), and the hash inside then uses it.
+_holding: ContextVar[bool] = ContextVar("holding_hashing_place", default=False)
+
+
 @contextmanager
 def hashing_admitted(concurrency: int) -> Iterator[None]:
-    """Hold a place among the running or waiting hashes, or raise HashingBusyError at once."""
-    refuse_if_full(concurrency)
+    """Hold a place among the running or waiting hashes (or keep the one this task holds), or
+    raise HashingBusyError at once."""
+    if _holding.get():
+        yield
+        return
     pending = _pending()
+    if pending.count >= concurrency + HASHING_MAX_WAITING:
+        raise HashingBusyError(retry_after=HASHING_BUSY_RETRY_AFTER_SECONDS)
     pending.count += 1
+    holding = _holding.set(True)
     try:
         yield
     finally:
+        _holding.reset(holding)
         pending.count -= 1
-
-
-def refuse_if_full(concurrency: int) -> None:
-    """Raise HashingBusyError now when a hash would be refused: for callers with work to do
-    before hashing (the login's user lookup), which a flood should not make them do."""
-    if _pending().count >= concurrency + HASHING_MAX_WAITING:
-        raise HashingBusyError(retry_after=HASHING_BUSY_RETRY_AFTER_SECONDS)
 
 
 def hashes_pending() -> int:

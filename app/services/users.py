@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.error_handlers import UnauthorizedError, ValidationFailedError
-from app.core.hashing_queue import refuse_if_full
+from app.core.hashing_queue import hashing_admitted
 from app.core.security import HASHING_CONCURRENCY, hash_password, needs_rehash, verify_password
 from app.core.tokens import create_access_token, signing_keys
 from app.db.after_commit import after_commit
@@ -72,14 +72,16 @@ async def login(
     would leave every other request without one."""
     # Before the lookup and the hashing: a locked account costs nothing more (login_throttle).
     await throttle.refuse_if_locked(email)
-    # And a login that could not hash now costs no lookup either.
-    refuse_if_full(HASHING_CONCURRENCY)
-    async with sessions(read_only=True) as session:
-        user = await users_repo.get_by_email(session, normalise_email(email))
-    # Verified even when the user is unknown, so both failures take the same time.
-    if not await verify_password(user.password_hash if user else None, password) or user is None:
-        await throttle.record_failure(email)
-        raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
+    # The place among the hashes is taken before the lookup: a login that could not hash costs
+    # no lookup either, and a flood looks up no more users at once than there are places.
+    with hashing_admitted(HASHING_CONCURRENCY):
+        async with sessions(read_only=True) as session:
+            user = await users_repo.get_by_email(session, normalise_email(email))
+        # Verified even when the user is unknown, so both failures take the same time.
+        known = user.password_hash if user else None
+        if not await verify_password(known, password) or user is None:
+            await throttle.record_failure(email)
+            raise UnauthorizedError(LOGIN_FAILED, code="invalid_credentials")
     if needs_rehash(user.password_hash):
         password_hash = await hash_password(password)
         async with sessions(read_only=False) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -11,7 +12,6 @@ from app.core.hashing_queue import (
     HashingBusyError,
     hashes_pending,
     hashing_admitted,
-    refuse_if_full,
 )
 from app.resilience.login_throttle import account_key, normalise_email
 
@@ -33,24 +33,31 @@ def test_the_key_is_the_sha256_of_the_normalised_email_never_the_email() -> None
     assert account_key("jake@example.org") != key
 
 
-def test_hashes_past_the_waiting_bound_are_refused_at_once() -> None:
+async def test_hashes_past_the_waiting_bound_are_refused_at_once() -> None:
     concurrency = 2
-    admitted = [hashing_admitted(concurrency) for _ in range(concurrency + HASHING_MAX_WAITING)]
-    for place in admitted:
-        place.__enter__()
-    try:
-        assert hashes_pending() == concurrency + HASHING_MAX_WAITING
-        with pytest.raises(HashingBusyError) as refused, hashing_admitted(concurrency):
-            pass
-        with pytest.raises(HashingBusyError):
-            refuse_if_full(concurrency)
-        assert refused.value.status_code == 503
-        assert refused.value.code == "service_busy"
-        assert refused.value.headers == {"Retry-After": "1"}
-    finally:
-        for place in admitted:
-            place.__exit__(None, None, None)
+    full = concurrency + HASHING_MAX_WAITING
+    release = asyncio.Event()
+
+    async def hold_a_place() -> None:  # a task of its own, as each request is
+        with hashing_admitted(concurrency):
+            await release.wait()
+
+    holders = [asyncio.create_task(hold_a_place()) for _ in range(full)]
+    await asyncio.sleep(0)
+    assert hashes_pending() == full
+    with pytest.raises(HashingBusyError) as refused, hashing_admitted(concurrency):
+        pass
+    assert refused.value.status_code == 503
+    assert refused.value.code == "service_busy"
+    assert refused.value.headers == {"Retry-After": "1"}
+    release.set()
+    await asyncio.gather(*holders)
     assert hashes_pending() == 0
-    refuse_if_full(concurrency)
-    with hashing_admitted(concurrency):
+
+
+def test_a_hash_inside_an_admitted_login_keeps_the_logins_place() -> None:
+    with hashing_admitted(2):
         assert hashes_pending() == 1
+        with hashing_admitted(2):
+            assert hashes_pending() == 1
+    assert hashes_pending() == 0
