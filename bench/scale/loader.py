@@ -30,6 +30,7 @@ import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -320,21 +321,60 @@ async def _tag_articles(conn: asyncpg.Connection, plan: ScalePlan) -> None:
     await _set_count(conn, "tags", "articles_count", "id", "article_tags", "tag_id")
 
 
+async def _article_trigger_figure(conn: asyncpg.Connection, pattern: str) -> int | None:
+    """A constant of the articles trigger's function (slots, bucket width), as the schema of
+    the day has it."""
+    source = await conn.fetchval(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'conduit_count_article' LIMIT 1"
+    )
+    found = re.search(pattern, source or "")
+    return int(found.group(1)) if found else None
+
+
 @recompute("article_totals")
 async def _article_totals(conn: asyncpg.Connection, plan: ScalePlan) -> None:
     """The global count in slots: article `id` counts in slot `id % <number of slots>`."""
     if not await has_column(conn, "article_totals", "articles"):
         return
-    slots = int(await conn.fetchval("SELECT count(*) FROM article_totals"))
+    slots = await _article_trigger_figure(conn, r"NEW\.id\s*%\s*(\d+)")
+    if slots is None:
+        slots = int(await conn.fetchval("SELECT count(*) FROM article_totals"))
     if slots == 0:
         return
     await conn.execute(
         f"""
-        UPDATE article_totals t SET articles = coalesce(c.n, 0)
-        FROM article_totals s
+        INSERT INTO article_totals AS t (slot, articles)
+        SELECT s, coalesce(c.n, 0) FROM generate_series(0, {slots - 1}) s
         LEFT JOIN (SELECT id % {slots} AS slot, count(*) AS n FROM articles GROUP BY 1) c
-          ON c.slot = s.slot
-        WHERE t.slot = s.slot AND t.articles IS DISTINCT FROM coalesce(c.n, 0)
+          ON c.slot = s
+        ON CONFLICT (slot) DO UPDATE SET articles = EXCLUDED.articles
+        WHERE t.articles IS DISTINCT FROM EXCLUDED.articles
+        """
+    )
+
+
+@recompute("article_id_buckets")
+async def _article_buckets(conn: asyncpg.Connection, plan: ScalePlan) -> None:
+    """Articles per bucket of consecutive ids (deep pages of the global list seek with them)."""
+    if not await has_column(conn, "article_id_buckets", "articles"):
+        return
+    width = await _article_trigger_figure(conn, r"NEW\.id\s*/\s*(\d+)")
+    if width is None:
+        raise RuntimeError("article_id_buckets exists but the articles trigger names no width")
+    await conn.execute(
+        f"""
+        INSERT INTO article_id_buckets AS b (bucket, articles)
+        SELECT id / {width}, count(*) FROM articles GROUP BY 1
+        ON CONFLICT (bucket) DO UPDATE SET articles = EXCLUDED.articles
+        WHERE b.articles IS DISTINCT FROM EXCLUDED.articles
+        """
+    )
+    await conn.execute(
+        f"""
+        UPDATE article_id_buckets b SET articles = 0
+        WHERE articles <> 0 AND NOT EXISTS (
+            SELECT 1 FROM articles a
+            WHERE a.id >= b.bucket * {width} AND a.id < (b.bucket + 1) * {width})
         """
     )
 

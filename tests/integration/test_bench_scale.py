@@ -125,6 +125,12 @@ async def test_maintained_counts_agree(conn: asyncpg.Connection) -> None:
     )
     assert wrong == 0
     assert await loader._app_recount_mismatches(conn) in (None, 0)
+    if await loader.has_column(conn, "article_id_buckets", "articles"):
+        buckets = await conn.fetchval("SELECT sum(articles) FROM article_id_buckets")
+        assert buckets == PLAN.articles
+    if await loader.has_column(conn, "article_totals", "articles"):
+        total = await conn.fetchval("SELECT sum(articles) FROM article_totals")
+        assert total == PLAN.articles
     # The app inserts after the loaded rows: the identities continue past them.
     next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('articles', 'id'))")
     assert next_id > PLAN.articles
