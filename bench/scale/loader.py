@@ -58,6 +58,8 @@ PASSWORD = "bench-scale-password-0123"
 FAVORITE_STRIDE = 104_729
 FOLLOW_STRIDE = 1_299_709
 SAMPLES = 200  # slugs and usernames handed to the single-article and profile workloads
+# Raised whenever the rows a plan gives change: a set loaded by another version is loaded again.
+LOADER_VERSION = 2
 
 Step = Callable[[asyncpg.Connection, ScalePlan], Awaitable[None]]
 RECOMPUTES: list[tuple[str, Step]] = []
@@ -130,7 +132,7 @@ def _favorites_of(plan: ScalePlan, article: str) -> str:
     """How many regular users favourite `article` (exponential spread around the mean)."""
     u = f"bench_scale.u({article}, {_salt(plan, 5)})"
     mean = plan.favorites_per_article
-    return f"least({plan.regular_users - 1}, floor(-ln(1 - {u}) * {mean}))::int"
+    return f"least({plan.regular_users - 1}, floor(-ln(1 - {u}) * {mean} + 0.5))::int"
 
 
 def _is_fan_article(plan: ScalePlan, article: str) -> str:
@@ -269,7 +271,7 @@ async def _follows(conn: asyncpg.Connection, plan: ScalePlan) -> None:
 async def _comments(conn: asyncpg.Connection, plan: ScalePlan) -> None:
     n = plan.regular_users
     mean = plan.comments_per_article
-    spread = f"floor(-ln(1 - bench_scale.u(ar.id, {_salt(plan, 10)})) * {mean})::int"
+    spread = f"floor(-ln(1 - bench_scale.u(ar.id, {_salt(plan, 10)})) * {mean} + 0.5)::int"
     many = f"CASE WHEN ar.id = {plan.hot_article_id} THEN {plan.hot_comments} ELSE {spread} END"
     author = f"{plan.first_regular_id} + bench_scale.h(ar.id * 4096 + j, {_salt(plan, 11)}) % {n}"
     await conn.execute(
@@ -495,10 +497,10 @@ async def ensure_loaded(
         await conn.execute(HELPERS)
         row = await conn.fetchrow("SELECT * FROM bench_scale.manifest WHERE size = $1", size)
         revision = await _revision(conn)
-        if row is not None and not reload and json.loads(row["plan"]) == plan.as_dict():
+        if row is not None and not reload and json.loads(row["plan"]) == _described(plan):
             manifest = Manifest(
                 size=size,
-                plan=plan.as_dict(),
+                plan=_described(plan),
                 identities=json.loads(row["identities"]),
                 steps=dict(json.loads(row["steps"])),  # [name, seconds] pairs, in order
                 seconds=float(row["seconds"]),
@@ -540,6 +542,7 @@ async def _load(
     began = time.monotonic()
     await _vacuum_analyze(conn)
     steps["vacuum analyze"] = time.monotonic() - began
+    await conn.execute("CHECKPOINT")  # the load's WAL recycled now, not kept until later
     out.write(f"    vacuum analyze: {steps['vacuum analyze']:.1f}s\n")
     seconds = time.monotonic() - started
     identities = await _identities(conn, plan)
@@ -547,16 +550,20 @@ async def _load(
         "INSERT INTO bench_scale.manifest (size, plan, identities, steps, seconds, revision) "
         "VALUES ($1, $2, $3, $4, $5, $6)",
         size,
-        json.dumps(plan.as_dict()),
+        json.dumps(_described(plan)),
         json.dumps(identities),
         json.dumps(list(steps.items())),  # a jsonb object would not keep the order
         seconds,
         revision,
     )
-    manifest = Manifest(size, plan.as_dict(), identities, steps, seconds, revision)
+    manifest = Manifest(size, _described(plan), identities, steps, seconds, revision)
     manifest.counts = await counts(conn)
     out.write(f"  loaded {size} in {seconds:.1f}s: {_counts_text(manifest.counts)}\n")
     return manifest
+
+
+def _described(plan: ScalePlan) -> dict[str, object]:
+    return {**plan.as_dict(), "loader": LOADER_VERSION}
 
 
 def _counts_text(rows: dict[str, int]) -> str:

@@ -62,7 +62,7 @@ class Prepared:
     url: str
 
 
-def _prepare(server: Any, size: str, reload: bool) -> Prepared:
+def prepare(server: Any, size: str, reload: bool) -> Prepared:
     name = postgres.database(size)
     server.create_database(name)
     url = server.url(name)
@@ -103,7 +103,7 @@ def run(options: ScaleOptions, workdir: Path, tool: str) -> int:
     }
     sys.stderr.write(f"scale: sizes {', '.join(options.sizes)}, data in {options.data}\n")
     with postgres.cluster(options.data) as server, contextlib.ExitStack() as stack:
-        prepared = {size: _prepare(server, size, options.reload) for size in options.sizes}
+        prepared = {size: prepare(server, size, options.reload) for size in options.sizes}
         for size, ready in prepared.items():
             results["sets"][size] = {
                 **asdict(ready.manifest),
