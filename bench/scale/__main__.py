@@ -20,7 +20,8 @@ def main(argv: list[str]) -> int:
     with postgres.cluster() as server:
         for size in runner.sizes_of(args.sizes):
             counts = runner.prepare(server, size, args.reload).manifest.counts
-            sys.stdout.write(f"{size}: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()) + "\n")
+            rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())
+            sys.stdout.write(f"{size}: {rows}\n")
     return 0
 
 
