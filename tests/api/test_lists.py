@@ -137,3 +137,26 @@ async def test_tags_are_popular_first_and_refresh_after_writes(
     assert tags == ["bob", "even", "odd"]  # 3 each for bob and even, sorted by name on ties
     await create_article(client, library["carol"]["token"], title="New", tagList=["fresh"])
     assert "fresh" in (await client.get("/api/tags")).json()["tags"]
+
+
+async def test_filtered_pages_stop_at_a_documented_depth(
+    client: AsyncClient, library: dict[str, Any]
+) -> None:
+    """Filtered lists and the feed skip `offset` index entries: past 10,000 they answer 422
+    (what that bound saves: docs/performance.md, "Scale"). The global list seeks, so any
+    offset is served."""
+    token = library["carol"]["token"]
+    for path, headers in (
+        ("/api/articles?tag=even&offset=10001", {}),
+        ("/api/articles?author=alice&offset=10001", {}),
+        ("/api/articles?favorited=carol&offset=10001", {}),
+        ("/api/articles/feed?offset=10001", auth(token)),
+    ):
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["code"] == "offset_too_deep"
+    deepest = await client.get("/api/articles?tag=even&offset=10000")
+    assert deepest.status_code == 200
+    assert deepest.json() == {"articles": [], "articlesCount": 3}
+    beyond = await client.get("/api/articles?offset=5000000")
+    assert beyond.json() == {"articles": [], "articlesCount": 8}
