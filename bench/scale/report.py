@@ -95,7 +95,8 @@ def _title(results: dict[str, Any], large: str) -> str:
     return (
         f"{SMALL} vs {large} articles: 1 worker each, {meta['connections']} connections, "
         f"{meta['generator']}, {meta['duration_s']:.0f}s per set in {meta['rounds']} interleaved "
-        f"slices; PG = Postgres CPU (every process) per request, stmt = pg_stat_statements; "
+        f"slices; PG = Postgres CPU (every process) per request, stmt = pg_stat_statements' "
+        "planning + execution time; "
         f"ok = both ratios <= {LIMIT:.0f} and no errors"
     )
 
