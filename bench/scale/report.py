@@ -110,7 +110,7 @@ def text(results: dict[str, Any]) -> str:
     parts.append(
         "plans (auto_explain, one request each: total, shared buffers hit/read, shape; "
         f"beyond the {SMALL} set, {seq} with a SEQ SCAN on articles, favorites, follows, "
-        "comments or article_tags):"
+        "comments, article_tags, tags or users; xN: the node ran N times):"
     )
     parts += _plans(results)
     parts += ["", "sets:", *_sets(results)]

@@ -141,3 +141,24 @@ async def test_a_second_run_reuses_the_set(scale_database: str, loaded: loader.M
     assert again.reused
     assert again.identities == loaded.identities
     assert again.counts == loaded.counts
+
+
+def test_plans_are_read_from_auto_explain_lines() -> None:
+    from bench.scale.postgres import plans_in
+
+    plan = (
+        '{"Query Text": "SELECT 1", "Plan": {"Node Type": "Nested Loop", '
+        '"Shared Hit Blocks": 5, "Shared Read Blocks": 1, "Plans": ['
+        '{"Node Type": "Seq Scan", "Relation Name": "tags", "Actual Loops": 20}, '
+        '{"Node Type": "Index Scan", "Relation Name": "articles", "Index Name": "pk_articles"}]}}'
+    )
+    log = (
+        "2026-12-06 09:00:00.000 UTC [1] LOG:  duration: 3.4 ms  plan:\n\t" + plan + "\n"
+        "2026-12-06 09:00:00.100 UTC [1] LOG:  duration: 0.1 ms  plan:\n\t"
+        '{"Query Text": "SELECT pg_reload_conf()", "Plan": {"Node Type": "Result"}}\n'
+    )
+    (found,) = plans_in(log)
+    assert found.ms == 3.4
+    assert (found.hit, found.read) == (5, 1)
+    assert found.shape == "Nested Loop(Seq Scan tags x20, Index Scan articles using pk_articles)"
+    assert found.seq_scans == ["tags"]
