@@ -65,10 +65,15 @@ class ScalePlan:
 
 
 def _plan(articles: int) -> ScalePlan:
+    # The prolific author and the fan get one article in 100, but at least 40 (two full pages),
+    # so that their pages hold 20 articles at every size.
+    every = min(100, articles // 40)
     return ScalePlan(
         articles=articles,
         users=max(articles // 10, 2_000),
         tags=min(max(articles // 1_000, 30), 1_000),
+        fan_every=every,
+        prolific_every=every,
     )
 
 
