@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +27,8 @@ from app.db.recent_writes import RecentWriters, writer_key
 from app.db.redis import REDIS_ERRORS, RedisService
 from app.db.replicas import Replica, ReplicaSet
 from app.resilience.circuit_breaker import CircuitBreaker
+from bench.timing import per_call
 from devstack.servers import RedisServer, free_port
-
-
-async def _per_call(
-    call: Callable[[], Awaitable[Any]], calls: int, rounds: int
-) -> tuple[float, float]:
-    """Median wall-clock and CPU microseconds per call (CPU: this process only)."""
-    wall, cpu = [], []
-    for _ in range(rounds):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            await call()
-        wall.append((time.perf_counter() - started) / calls * 1e6)
-        cpu.append((time.process_time() - started_cpu) / calls * 1e6)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 async def measure(redis_url: str, calls: int, rounds: int) -> dict[str, tuple[float, float]]:
@@ -75,10 +59,10 @@ async def measure(redis_url: str, calls: int, rounds: int) -> dict[str, tuple[fl
     await writers.wrote_recently(42)  # connect first
     try:
         return {
-            "no replica configured": await _per_call(unconfigured, calls, rounds),
-            "anonymous, replica set": await _per_call(anonymous, calls, rounds),
-            "signed in, own EXISTS": await _per_call(signed_in, calls, rounds),
-            "signed in, prefetched": await _per_call(signed_in_prefetched, calls, rounds),
+            "no replica configured": await per_call(unconfigured, calls, rounds),
+            "anonymous, replica set": await per_call(anonymous, calls, rounds),
+            "signed in, own EXISTS": await per_call(signed_in, calls, rounds),
+            "signed in, prefetched": await per_call(signed_in_prefetched, calls, rounds),
         }
     finally:
         await redis.close()

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +34,7 @@ from app.repositories.users import _TOKEN_VERSION
 from app.resilience.circuit_breaker import CircuitBreaker
 from app.resilience.rate_limit import Rule, _evaluate_in_redis
 from bench.environment import services
-
-
-async def _per_call(
-    call: Callable[[], Awaitable[Any]], calls: int, rounds: int
-) -> tuple[float, float]:
-    """Median wall-clock and CPU microseconds per call (CPU: this process only)."""
-    wall, cpu = [], []
-    for _ in range(rounds):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            await call()
-        wall.append((time.perf_counter() - started) / calls * 1e6)
-        cpu.append((time.process_time() - started_cpu) / calls * 1e6)
-    return statistics.median(wall), statistics.median(cpu)
+from bench.timing import per_call
 
 
 async def _redis_cpu_us(redis: RedisService) -> float:
@@ -89,7 +73,7 @@ async def measure(redis_url: str, postgres_dsn: str, calls: int, rounds: int) ->
         ("own GET (limiter off or in memory)", own_get),
     ):
         before = await _redis_cpu_us(redis)
-        wall, cpu = await _per_call(call, calls, rounds)
+        wall, cpu = await per_call(call, calls, rounds)
         redis_cpu = (await _redis_cpu_us(redis) - before) / (calls * rounds)
         figures[name] = (wall, cpu, redis_cpu)
     await redis.close()
@@ -106,7 +90,7 @@ async def measure(redis_url: str, postgres_dsn: str, calls: int, rounds: int) ->
     async def postgres() -> None:
         await statement.fetchval(user_id)
 
-    wall, cpu = await _per_call(postgres, calls, rounds)
+    wall, cpu = await per_call(postgres, calls, rounds)
     figures["Postgres look-up (Redis unreachable)"] = (wall, cpu, float("nan"))
     await connection.close()
 
