@@ -174,14 +174,14 @@ def validation_messages(errors: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 async def _app_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
+    assert isinstance(exc, AppError)  # nosec B101 # registered for this type only
     if exc.status_code >= 500:
         log.warning("request_failed_dependency", code=exc.code, error=str(exc))
     return error_response(exc.status_code, exc.messages, exc.code, exc.headers)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    assert isinstance(exc, StarletteHTTPException)  # nosec B101 # registered for this type only
     status = exc.status_code
     if status >= 500:
         return error_response(status, [GENERIC_500], "internal_error", exc.headers)
@@ -192,7 +192,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError)  # nosec B101 # registered for this type only
     return error_response(422, validation_messages(exc.errors()), "validation_error")
 
 
@@ -204,7 +204,7 @@ def is_invalid_value(error: BaseException) -> bool:
 
 
 async def _database_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, sa_exc.DBAPIError)
+    assert isinstance(exc, sa_exc.DBAPIError)  # nosec B101 # registered for this type only
     if not is_invalid_value(exc):
         raise exc  # a real failure: the request context middleware logs it and answers 500
     log.warning(

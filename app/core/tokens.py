@@ -120,7 +120,7 @@ def _verified_claims(token: str, keys: SigningKeys) -> tuple[int, int, float]:
         if not isinstance(version, int) or isinstance(version, bool) or version < 0:
             raise jwt.InvalidTokenError("ver must be a non-negative integer")
         return int(claims["sub"]), version, float(claims["exp"])
-    assert error is not None
+    assert error is not None  # nosec B101 # the loop ran at least once
     raise error
 
 

@@ -186,7 +186,7 @@ def redis_py_client(endpoint: RedisEndpoint, sentinel: Sentinel | None) -> Redis
     connection and drops a connection whose server answers READONLY (demoted)."""
     kwargs = endpoint.redis_py_kwargs()
     if sentinel is not None:
-        assert endpoint.master_name is not None  # the settings refuse Sentinels without it
+        assert endpoint.master_name is not None  # nosec B101 # settings guarantee it
         client: Redis = sentinel.master_for(endpoint.master_name, **kwargs)
         return client
     if endpoint.path is not None:

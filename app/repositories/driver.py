@@ -115,7 +115,7 @@ async def _again_on_primary(
     source: ReadConnection, statement: CompiledRead, params: Mapping[str, Any]
 ) -> Sequence[Record]:
     fallback, source.fallback = source.fallback, None
-    assert fallback is not None
+    assert fallback is not None  # nosec B101 # set by the caller
     await fallback(source)
     return await fetch(source, statement, params)
 

@@ -412,5 +412,5 @@ async def _evaluate(
             return decision, counted
         if tightest is None or decision.remaining < tightest.remaining:
             tightest = decision
-    assert tightest is not None
+    assert tightest is not None  # nosec B101 # rules is never empty
     return tightest, len(rules)

@@ -77,7 +77,7 @@ class GracefulShutdown:
             return
         self.draining = True
         self.on_drain()
-        assert self._loop is not None
+        assert self._loop is not None  # nosec B101 # set by install()
         self._loop.call_soon_threadsafe(self._start_drain, sig)
 
     def _start_drain(self, sig: int) -> None:
@@ -86,7 +86,7 @@ class GracefulShutdown:
             drain_seconds=self.drain_seconds,
             grace_seconds=self.grace_seconds,
         )
-        assert self._loop is not None
+        assert self._loop is not None  # nosec B101 # set by install()
         self._timer = self._loop.call_later(self.drain_seconds, self._stop_server, sig)
 
     def _stop_server(self, sig: int) -> None:

@@ -46,7 +46,7 @@ def handler(name: str, body: bytes, password: str) -> object:
     token = random.random()
     digest = hashlib.md5(password.encode()).hexdigest()
     settings = yaml.load(body)
-    assert name, "asserts are allowed (B101 is skipped)"
+    assert name, "an assert without its justification is a finding too"
     return pickle.loads(body), token, digest, settings
 """
 
@@ -65,8 +65,7 @@ def bandit(tmp_path: Path, source: str) -> set[str]:
 
 def test_bandit_fails_on_shell_injection_pickle_yaml_md5_and_random(tmp_path: Path) -> None:
     found = bandit(tmp_path, BAD_PYTHON)
-    assert found >= {"B602", "B301", "B506", "B324", "B311", "B403"}
-    assert "B101" not in found
+    assert found >= {"B602", "B301", "B506", "B324", "B311", "B403", "B101"}
 
 
 def test_bandit_nosec_silences_only_the_named_check_on_its_line(tmp_path: Path) -> None:
