@@ -84,7 +84,10 @@ class ValidationFailedError(AppError):
 
 
 class RateLimitedError(AppError):
-    status_code, code, message = 429, "rate_limited", "Too many requests"
+    # The same words for every limit (per client, per account): a refusal says neither which
+    # limit refused nor that an email is an account.
+    status_code, code = 429, "rate_limited"
+    message = "Too many requests; retry after the time in Retry-After"
 
 
 class ServiceUnavailableError(AppError):

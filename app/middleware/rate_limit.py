@@ -90,7 +90,6 @@ class RateLimitMiddleware:
             )
         if not decision.allowed:
             refusal = RateLimitedError(
-                "Too many requests; retry after the time in Retry-After",
                 headers={k.decode(): v.decode() for k, v in decision.headers()},
             )
             response = error_response(429, refusal.messages, refusal.code, refusal.headers)

@@ -31,10 +31,6 @@ from app.resilience.rate_limit import RateLimiter
 
 log = get_logger(__name__)
 
-# The per-client limiter's words (app.middleware.rate_limit): a refusal does not say which
-# limit refused, nor that the email is an account.
-REFUSAL = "Too many requests; retry after the time in Retry-After"
-
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
@@ -59,7 +55,7 @@ class LoginThrottle:
         decision = await self.limiter.peek(self.limiter.login_account, account_key(email))
         if not decision.allowed:
             headers = {name.decode(): value.decode() for name, value in decision.headers()}
-            raise RateLimitedError(REFUSAL, headers=headers)
+            raise RateLimitedError(headers=headers)
 
     async def record_failure(self, email: str) -> None:
         """Count a failed attempt; the one that uses up the account's limit is logged."""
