@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devstack.s3 import MotoS3Server
 from devstack.servers import PostgresServer, RedisServer, free_port
@@ -125,23 +125,10 @@ async def app(settings_factory):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def db_connection(app) -> AsyncIterator[AsyncConnection]:  # type: ignore[no-untyped-def]
-    resources = app.state.resources
-    connection = await resources.engine.connect()
-    transaction = await connection.begin()
-    original = resources.session_factory
-    resources.session_factory = async_sessionmaker(
-        bind=connection,
-        class_=AsyncSession,
-        expire_on_commit=False,
-        autoflush=False,
-        join_transaction_mode="create_savepoint",
-    )
-    try:
+    from tests.support.databases import rolled_back_sessions
+
+    async with rolled_back_sessions(app.state.resources) as connection:
         yield connection
-    finally:
-        resources.session_factory = original
-        await transaction.rollback()
-        await connection.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from structlog.testing import capture_logs
 
 from app.core.config import Settings
@@ -25,6 +25,7 @@ from app.main import create_app
 from app.repositories import users as users_repo
 from devstack.servers import free_port
 from tests.support.apps import serve
+from tests.support.databases import rolled_back_sessions
 
 PROXY = "10.0.0.1"
 ACCOUNT_LIMIT = 3
@@ -55,20 +56,8 @@ async def throttled(
         resources = application.state.resources
         if request.param == "redis":
             await resources.redis.client.flushdb()
-        connection = await resources.engine.connect()
-        transaction = await connection.begin()
-        resources.session_factory = async_sessionmaker(
-            bind=connection,
-            class_=AsyncSession,
-            expire_on_commit=False,
-            autoflush=False,
-            join_transaction_mode="create_savepoint",
-        )
-        try:
+        async with rolled_back_sessions(resources):
             yield application
-        finally:
-            await transaction.rollback()
-            await connection.close()
 
 
 def via_proxy(app: FastAPI) -> AsyncClient:
