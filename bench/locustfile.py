@@ -24,7 +24,8 @@ def _lines(index: int) -> list[str]:
 
 
 SLUGS = _lines(0) if MODE in ("article", "write") else []
-TOKENS = _lines(1) if MODE == "write" else _lines(0) if MODE == "feed" else []
+# A token file: the writers', the feed's readers', or (list and article) signed-in readers'.
+TOKENS = _lines(1) if MODE in ("write", "list", "article") else _lines(0) if MODE == "feed" else []
 CREDS = [line.split(" ", 1) for line in _lines(0)] if MODE == "login" else []
 MAX_OFFSET = int(ARGS[0]) if MODE == "list" and ARGS else 480
 COMMENT = {"comment": {"body": "A benchmark comment, short and to the point."}}
@@ -37,13 +38,20 @@ class BenchUser(FastHttpUser):
             if not 200 <= response.status_code < 300:
                 response.failure(f"status {response.status_code}")  # type: ignore[no-untyped-call]
 
+    @staticmethod
+    def _reader() -> dict[str, str]:
+        """A random signed-in reader's header, or none when no tokens were given."""
+        return {"Authorization": f"Token {random.choice(TOKENS)}"} if TOKENS else {}
+
     @task
     def one(self) -> None:
         if MODE == "list":
             offset = random.randint(0, MAX_OFFSET)
-            self._send("GET", f"/api/articles?limit=20&offset={offset}", "list")
+            url = f"/api/articles?limit=20&offset={offset}"
+            self._send("GET", url, "list", headers=self._reader())
         elif MODE == "article":
-            self._send("GET", f"/api/articles/{random.choice(SLUGS)}", "article")
+            url = f"/api/articles/{random.choice(SLUGS)}"
+            self._send("GET", url, "article", headers=self._reader())
         elif MODE == "feed":
             headers = {"Authorization": f"Token {random.choice(TOKENS)}"}
             self._send("GET", "/api/articles/feed?limit=20", "feed", headers=headers)

@@ -2,7 +2,7 @@
 API, drive each workload with wrk (or locust) after a warm-up, and print the figures.
 
     python -m bench.run [--duration 15] [--warmup 3] [--only list,article] [--no-two-workers]
-                        [--chart bench/results/chart.png]
+                        [--no-traced] [--chart bench/results/chart.png]
     python -m bench.run --scale 1m [--scale-reload]   # 500 vs 1M articles: bench/scale/
     python -m bench.run --scale curve                 # 500, 10k, 100k and 1M side by side
 
@@ -26,8 +26,16 @@ from pathlib import Path
 
 from bench import interleaved, report
 from bench import load as loads
-from bench.environment import AppServer, RssSampler, Services, production_env, services
+from bench.environment import (
+    DATABASE,
+    AppServer,
+    RssSampler,
+    Services,
+    production_env,
+    services,
+)
 from bench.report import Row
+from bench.scale.postgres import cluster_cpu_seconds, postmaster_pid
 from bench.seed import PASSWORD, SeedPlan, seed
 from devstack.otlp_receiver import OtlpReceiver
 
@@ -53,6 +61,7 @@ class Options:
     chart: Path
     results: Path
     replica: bool = False
+    traced: bool = True
     scale: str | None = None
     scale_reload: bool = False
 
@@ -66,6 +75,7 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", help="comma-separated workloads, e.g. list,article")
     parser.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker runs")
+    parser.add_argument("--no-traced", action="store_true", help="skip the tracing-cost runs")
     parser.add_argument("--chart", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=BENCH / "results")
     parser.add_argument(
@@ -93,6 +103,7 @@ def parse(argv: list[str]) -> Options:
         chart=ns.chart or ns.results / f"{stamp}.png",
         results=ns.results / stamp,
         replica=ns.replica,
+        traced=not ns.no_traced,
         scale=ns.scale,
         scale_reload=ns.scale_reload,
     )
@@ -104,6 +115,7 @@ class Bench:
         self.workdir = workdir
         self.tool = loads.generator()
         self.rows: list[Row] = []
+        self.postgres_pid: int | None = None  # whose CPU (the whole cluster's) each row records
 
     def wanted(self, name: str) -> bool:
         """--only article also selects "article traced 1%" (the same workload, traced)."""
@@ -127,6 +139,7 @@ class Bench:
         self._warm(server, load)
         seconds = self.options.duration
         cpu_before = server.cpu_seconds()
+        pg_before = cluster_cpu_seconds(self.postgres_pid) if self.postgres_pid else None
         with RssSampler(server) as rss:
             extra = (
                 loads.start(server.url, background, seconds, self.tool, self.workdir)
@@ -138,6 +151,9 @@ class Bench:
         cpu = server.cpu_seconds() - cpu_before
         requests = measured.requests + (side.requests if side else 0)
         details: dict[str, object] = {"loadavg_1m": round(os.getloadavg()[0], 2)}
+        if pg_before is not None and self.postgres_pid and requests:
+            pg_cpu = cluster_cpu_seconds(self.postgres_pid) - pg_before
+            details["pg_cpu_ms_per_request"] = round(pg_cpu * 1000 / requests, 4)
         if side:
             details.update(
                 background_rps=round(side.rps, 1),
@@ -166,6 +182,7 @@ class Bench:
 
     def run(self, svc: Services) -> None:
         conns = self.options.connections
+        self.postgres_pid = postmaster_pid(svc.postgres)
         env1 = production_env(svc, self.workdir, workers=1)
         with AppServer("app.main:app", env1, self.workdir / "app-1.log").start("/health") as app:
             sys.stderr.write(f"seeding through {app.url} ...\n")
@@ -173,6 +190,10 @@ class Bench:
             seeded = asyncio.run(seed(app.url, SeedPlan()))
             took = time.monotonic() - started
             sys.stderr.write(f"  {seeded.requests} requests in {took:.1f}s\n")
+            # The seed's writes leave autovacuum and checkpoint work behind, which would be
+            # counted in the first workloads' Postgres CPU: done now, before any is measured.
+            svc.postgres.query("VACUUM (ANALYZE)", DATABASE)
+            svc.postgres.query("CHECKPOINT")
             files = self._data_files(seeded.slugs, seeded.tokens, seeded.emails)
             reads = self._read_loads(files, conns)
 
@@ -198,7 +219,7 @@ class Bench:
     def _traced(self, env1: dict[str, str], reads: dict[str, loads.Load]) -> None:
         """The 1-worker app again (same key: the seeded tokens stay valid), once per variant."""
         wanted = [base for base in TRACED_READS if self.wanted(f"{base} traced 1%")]
-        if not wanted:
+        if not wanted or not self.options.traced:
             return
         with contextlib.ExitStack() as stack:
             receiver = stack.enter_context(OtlpReceiver(decode=False))
@@ -260,7 +281,11 @@ class Bench:
             "health": loads.Load("get", "/health", connections=conns),
             "tags": loads.Load("get", "/api/tags", connections=conns),
             "list": loads.Load("list", args=("480",), connections=conns),
+            "list signed in": loads.Load("list", args=("480", files["tokens"]), connections=conns),
             "article": loads.Load("article", args=(files["slugs"],), connections=conns),
+            "article signed in": loads.Load(
+                "article", args=(files["slugs"], files["tokens"]), connections=conns
+            ),
             "feed": loads.Load("feed", args=(files["tokens"],), connections=conns),
         }
 

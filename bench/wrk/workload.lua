@@ -1,5 +1,6 @@
 -- One wrk script for every bench workload: `wrk ... -s workload.lua URL -- MODE DATAFILE`.
 -- MODE: get (the URL as given), list (random offset), article (random slug), feed (token),
+-- list and article signed in (`-- list MAX_OFFSET TOKENS`, `-- article SLUGS TOKENS`: a random token),
 -- write (comment / favourite / unfavourite on random articles as random users), login.
 -- DATAFILE lines: "slug" for article/write, "token" for feed/write, "email password" for login.
 -- paths: `-- paths PATHSFILE [TOKEN]`, GET a random line of PATHSFILE (signed in with TOKEN).
@@ -28,6 +29,7 @@ function init(args)
   math.randomseed(os.time() * 1000 + (id or 0))
   if mode == "article" then
     slugs = read_lines(args[2])
+    if args[3] then tokens = read_lines(args[3]) end
   elseif mode == "feed" then
     tokens = read_lines(args[2])
   elseif mode == "write" then
@@ -39,7 +41,10 @@ function init(args)
       table.insert(creds, string.format('{"user":{"email":"%s","password":"%s"}}', email, password))
     end
   end
-  if mode == "list" then max_offset = tonumber(args[2] or "480") end
+  if mode == "list" then
+    max_offset = tonumber(args[2] or "480")
+    if args[3] then tokens = read_lines(args[3]) end
+  end
   if mode == "paths" then
     paths = read_lines(args[2])
     if args[3] then signed = { Authorization = "Token " .. args[3] } end
@@ -48,13 +53,19 @@ end
 
 local function pick(list) return list[math.random(#list)] end
 
+-- A random reader's Authorization header, or none when no tokens were given.
+local function reader()
+  if #tokens == 0 then return nil end
+  return { Authorization = "Token " .. pick(tokens) }
+end
+
 local json = { ["Content-Type"] = "application/json" }
 
 function request()
   if mode == "list" then
-    return wrk.format("GET", "/api/articles?limit=20&offset=" .. math.random(0, max_offset))
+    return wrk.format("GET", "/api/articles?limit=20&offset=" .. math.random(0, max_offset), reader())
   elseif mode == "article" then
-    return wrk.format("GET", "/api/articles/" .. pick(slugs))
+    return wrk.format("GET", "/api/articles/" .. pick(slugs), reader())
   elseif mode == "feed" then
     return wrk.format("GET", "/api/articles/feed?limit=20", { Authorization = "Token " .. pick(tokens) })
   elseif mode == "write" then
