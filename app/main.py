@@ -86,28 +86,28 @@ def _export_replica(metrics: AppMetrics, replica: Replica) -> None:
     metrics.replica_usable.labels(replica.name).set(1 if replica.usable else 0)
 
 
-def cache_read_for(path: str, client: str) -> str | None:
-    """The cache entry a GET of `path` (below the API prefix) reads first, if any: the rate
-    limiter's script returns it along with the count, saving the route a Redis round trip."""
-    anonymous = client.startswith("ip:")
+def cache_read_for(path: str, client: str) -> tuple[str, ...]:
+    """The cache entries a GET of `path` (below the API prefix) reads first: the rate limiter's
+    script returns them along with the count, saving the route a Redis round trip. Signed-in
+    readers start from the same public entries as anonymous ones (app/services/articles.py)."""
     if path == "/tags":
-        return TAGS_KEY
-    if anonymous and path == "/articles":
-        return LIST_GENERATION_KEY
-    if anonymous and path.startswith("/articles/"):
+        return (TAGS_KEY,)
+    if path == "/articles":
+        return (LIST_GENERATION_KEY,)
+    if path.startswith("/articles/"):
         slug = path[len("/articles/") :]
         if slug and "/" not in slug and slug != "feed":
-            return public_article_key(slug)
-    return None
+            return (public_article_key(slug),)
+    return ()
 
 
-def reads_with_replicas(path: str, client: str) -> str | None:
+def reads_with_replicas(path: str, client: str) -> tuple[str, ...]:
     """`cache_read_for`, and for a signed-in GET that may read a replica (every signed-in GET
     under /articles: lists, feed, one article, comments) the reader's read-your-writes key."""
-    key = cache_read_for(path, client)
-    if key is None and client.startswith("user:") and path.startswith("/articles"):
-        return writer_key(int(client[len("user:") :]))
-    return key
+    keys = cache_read_for(path, client)
+    if client.startswith("user:") and path.startswith("/articles"):
+        return (*keys, writer_key(int(client[len("user:") :])))
+    return keys
 
 
 def build_resources(

@@ -10,7 +10,7 @@ from X-Forwarded-For only when the peer is a trusted proxy) and inside CORS (so 
 a 429). The client is the user id of a valid token when there is one, else the client address.
 
 The script that counts also reads, in the same round trip, the keys this request needs next:
-the cache entry the route answers from (`RateLimiter.prefetch_key`) and, for a signed-in client,
+the cache entries the route answers from (`RateLimiter.prefetch_keys`) and, for a signed-in client,
 its published token version (app/db/token_versions.py), which the auth dependency compares with
 the token's. Both land in `scope["state"]`.
 """
@@ -79,8 +79,7 @@ class RateLimitMiddleware:
 
         claims = token_claims(scope, scope["app"].state.resources.signing_keys)
         client = client_key(scope, claims)
-        read_key = limiter.prefetch_key(scope["method"], scope["path"], client)
-        read_keys: tuple[str, ...] = () if read_key is None else (read_key,)
+        read_keys = limiter.prefetch_keys(scope["method"], scope["path"], client)
         if claims is not None:
             read_keys += (version_key(claims.user_id),)
         decision = await limiter.check(rules, client, read_keys)

@@ -190,7 +190,7 @@ class RateLimiter:
         self,
         settings: Settings,
         redis: RedisService,
-        prefetch: Callable[[str, str], str | None] | None = None,
+        prefetch: Callable[[str, str], tuple[str, ...]] | None = None,
         decisions: Counter | None = None,
     ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
@@ -238,11 +238,11 @@ class RateLimiter:
                 rules.insert(0, self.register)
         return rules
 
-    def prefetch_key(self, method: str, path: str, client: str) -> str | None:
-        """The key to read along with the count, for the GET routes that read one first
+    def prefetch_keys(self, method: str, path: str, client: str) -> tuple[str, ...]:
+        """The keys to read along with the count, for the GET routes that read some first
         (`client`: "user:<id>" for a valid token, else "ip:<address>")."""
         if method != "GET" or self.prefetch is None:
-            return None
+            return ()
         return self.prefetch(path[len(self.prefix) :], client)
 
     async def check(
