@@ -3,8 +3,8 @@
 What an anonymous reader gets for one article (no `favorited`, no `following`: both false) is
 cached as the response body itself, cache-aside, and dropped after the commit of anything that
 changes it: an edit, a deletion, a favourite or unfavourite (the count), and a change to the
-author's profile (`app.services.users.update`). Readers with a token always read Postgres,
-since their flags are their own.
+author's profile (`app.services.users.update`). A reader with a token gets the same body with
+their own two flags, which alone are read from Postgres (`app.services.viewer_view`).
 
 Anonymous list pages are cached the same way under a *generation*: a random token kept in one
 key, part of every page's key. Any change that can show on any page (the same events, plus a
@@ -15,9 +15,10 @@ generation, and the old pages are never read again (their TTL clears them).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,15 +33,14 @@ from app.db.cache import Cache, cache_key, invalidate_after_commit
 from app.models import Article as ArticleModel
 from app.models import User
 from app.repositories import articles as repo
-from app.repositories.driver import ReadSource
+from app.repositories.driver import ReadSource, Record
 from app.schemas.articles import (
     Article,
-    ArticleListResponse,
     ArticleResponse,
     NewArticle,
     UpdateArticle,
 )
-from app.services import presenters
+from app.services import presenters, viewer_view
 from app.services.slugs import new_slug
 from app.services.tags import invalidate_tags
 
@@ -83,9 +83,14 @@ def require_reachable(offset: int, *, filtered: bool) -> None:
         )
 
 
+def _page_json(rows: Sequence[Record], total: int) -> dict[str, Any]:
+    """`ArticleListResponse` as its JSON object, built from the rows directly."""
+    return {"articles": [presenters.summary_json(row) for row in rows], "articlesCount": total}
+
+
 async def list_articles(
     source: ReadSource, *, viewer_id: int | None, query: ListQuery
-) -> ArticleListResponse:
+) -> dict[str, Any]:
     require_reachable(query.offset, filtered=query.filtered)
     rows, total = await repo.page(
         source,
@@ -96,21 +101,16 @@ async def list_articles(
         author=query.author,
         favorited_by=query.favorited,
     )
-    return ArticleListResponse(
-        articles=[presenters.article_summary(r) for r in rows], articles_count=total
-    )
+    return _page_json(rows, total)
 
 
-async def feed(
-    source: ReadSource, *, viewer_id: int, limit: int, offset: int
-) -> ArticleListResponse:
+async def feed(source: ReadSource, *, viewer_id: int, limit: int, offset: int) -> bytes:
+    """The reader's feed page, as JSON bytes."""
     require_reachable(offset, filtered=True)
     rows, total = await repo.page(
         source, viewer_id=viewer_id, limit=limit, offset=offset, feed=True
     )
-    return ArticleListResponse(
-        articles=[presenters.article_summary(r) for r in rows], articles_count=total
-    )
+    return orjson.dumps(_page_json(rows, total))
 
 
 async def get_article(source: ReadSource, slug: str, viewer_id: int | None) -> Article:
@@ -129,37 +129,64 @@ ReadOpener = Callable[[], AbstractAsyncContextManager[ReadSource]]
 
 async def article_response(
     cache: Cache, open_reads: ReadOpener, slug: str, viewer_id: int | None
-) -> ArticleResponse | bytes:
-    """GET one article: for an anonymous reader the cached body (JSON bytes, to be sent as
-    they are) when there is one; otherwise read, and cached for the next anonymous reader."""
-    key = public_article_key(slug) if viewer_id is None else None
-    if key is not None:
-        body = await cache.get_raw(key, name="article")
-        if body is not None:
-            return body
+) -> bytes:
+    """GET one article, as JSON bytes. From the body cached for anonymous readers when there is
+    one: as it is for them, with their own flags for a signed-in reader (one small statement,
+    `app.services.viewer_view`). Otherwise read in full (one statement, with the flags) and
+    its public body cached for the next reader, whoever that is."""
+    key = public_article_key(slug)
+    public = await cache.get_raw(key, name="article")
+    if public is not None:
+        if viewer_id is None:
+            return public
+        async with open_reads() as source:
+            flags = await repo.viewer_flags(source, viewer_id, (slug,))
+        if slug in flags:
+            return viewer_view.article_body(public, *flags[slug])
+        # Deleted since it was cached (its entry goes after the commit): read it as it is now.
     async with open_reads() as source:
-        response = ArticleResponse(article=await get_article(source, slug, viewer_id))
-    if key is not None:
-        await cache.set(key, response.model_dump(mode="json", by_alias=True))
-    return response
+        article = ArticleResponse(article=await get_article(source, slug, viewer_id))
+    data = article.model_dump(mode="json", by_alias=True)
+    body = orjson.dumps(data)
+    if viewer_id is not None:
+        viewer_view.public_article(data["article"])
+        public = orjson.dumps(data)
+    else:
+        public = body
+    await cache.set_raw(key, public)
+    return body
 
 
 async def list_response(
     cache: Cache, open_reads: ReadOpener, *, viewer_id: int | None, query: ListQuery
-) -> ArticleListResponse | bytes:
-    """GET a page of articles, cached for anonymous readers as `article_response` is."""
+) -> bytes:
+    """GET a page of articles, as JSON bytes, from the cached public page as `article_response`
+    does (a list's flags: one statement for the whole page)."""
     require_reachable(query.offset, filtered=query.filtered)
-    key = None
-    if viewer_id is None:
-        key = await public_list_key(cache, query)
-        body = await cache.get_raw(key, name="articles") if key is not None else None
-        if body is not None:
-            return body
+    key = await public_list_key(cache, query)
+    public = await cache.get_raw(key, name="articles") if key is not None else None
+    if public is not None:
+        if viewer_id is None:
+            return public
+        parsed = orjson.loads(public)
+        slugs = viewer_view.page_slugs(parsed)
+        if not slugs:
+            return public
+        async with open_reads() as source:
+            flags = await repo.viewer_flags(source, viewer_id, slugs)
+        return viewer_view.page_body(public, parsed, flags)
     async with open_reads() as source:
-        page = await list_articles(source, viewer_id=viewer_id, query=query)
+        data = await list_articles(source, viewer_id=viewer_id, query=query)
+    body = orjson.dumps(data)
     if key is not None:
-        await cache.set(key, page.model_dump(mode="json", by_alias=True))
-    return page
+        if viewer_id is not None:
+            for article in data["articles"]:
+                viewer_view.public_article(article)
+            public = orjson.dumps(data)
+        else:
+            public = body
+        await cache.set_raw(key, public)
+    return body
 
 
 def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str) -> None:

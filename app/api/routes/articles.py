@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -26,14 +25,12 @@ from app.schemas.articles import (
 from app.schemas.common import error_responses
 from app.services import articles as service
 
-T = TypeVar("T")
-
 router = APIRouter(prefix="/articles", tags=["Articles"], responses=error_responses(401))
 
 
-def _as_sent(result: T | bytes) -> T | Response:
-    """A cached body (JSON bytes, what the route would render) goes out as it is."""
-    return Response(result, media_type="application/json") if isinstance(result, bytes) else result
+def _as_sent(body: bytes) -> Response:
+    """A rendered body (JSON bytes, what the route's response model would render) as it is."""
+    return Response(body, media_type="application/json")
 
 
 @router.get("", response_model=ArticleListResponse, summary="List articles, newest first")
@@ -60,9 +57,10 @@ async def list_articles(
 @router.get("/feed", response_model=ArticleListResponse, summary="Articles by followed authors")
 async def feed(
     request: Request, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
-) -> ArticleListResponse:
+) -> Response:
     async with read_connection(request, viewer_id) as connection:
-        return await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
+        page = await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
+    return _as_sent(page)
 
 
 @router.post(
