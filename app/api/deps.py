@@ -113,6 +113,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         await _remember_writer(request, resources)
 
 
+def write_connection(request: Request) -> AbstractAsyncContextManager[ReadConnection]:
+    """For a write that is one statement, and so its own transaction: a pooled primary
+    connection with no session around it, as `read_connection` gives reads. Call
+    `remember_writer` once it has succeeded."""
+    return open_read_connection(resources_of(request), primary=True)
+
+
+async def remember_writer(request: Request) -> None:
+    """After a write made without a session (`write_connection`): what `get_session` does
+    after its commit."""
+    resources = resources_of(request)
+    if resources.recent_writers is not None:
+        await _remember_writer(request, resources)
+
+
 async def _remember_writer(request: Request, resources: Resources) -> None:
     """With replicas: the signed-in writer reads the primary for a while (read-your-writes)."""
     assert resources.recent_writers is not None  # nosec B101 # the caller checked it

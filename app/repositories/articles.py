@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     type_coerce,
     update,
 )
@@ -65,8 +66,20 @@ def _viewer_flags(with_viewer: bool) -> list[Any]:
     return [following.label("following"), favorited.label("favorited")]
 
 
-def article_view(with_viewer: bool, *, with_body: bool) -> Select[Any]:
-    """The article columns; with a viewer, `following`/`favorited` for bound `viewer_id`."""
+def article_view(
+    with_viewer: bool,
+    *,
+    with_body: bool,
+    favorites_count: Any = None,
+    favorited: Any = None,
+) -> Select[Any]:
+    """The article columns; with a viewer, `following`/`favorited` for bound `viewer_id`.
+
+    `favorites_count` and `favorited` replace those columns' expressions (a favourite's own
+    statement knows them better than its snapshot does)."""
+    flags = _viewer_flags(with_viewer)
+    if favorited is not None:
+        flags[1] = favorited.label("favorited")
     columns: list[Any] = [
         Article.id,
         Article.slug,
@@ -74,13 +87,15 @@ def article_view(with_viewer: bool, *, with_body: bool) -> Select[Any]:
         Article.description,
         Article.created_at,
         Article.updated_at,
-        Article.favorites_count,
+        (Article.favorites_count if favorites_count is None else favorites_count).label(
+            "favorites_count"
+        ),
         Article.author_id,
         User.username.label("author_username"),
         User.bio.label("author_bio"),
         User.image.label("author_image"),
         _tag_list(),
-        *_viewer_flags(with_viewer),
+        *flags,
     ]
     if with_body:
         columns.append(Article.body)
@@ -379,14 +394,18 @@ async def remove(session: AsyncSession, article: Article) -> None:
     await session.flush()
 
 
-def _favorite_statements() -> tuple[Any, Any]:
-    """Add and remove a favourite by slug and keep `favorites_count` in step: each one statement,
-    which answers the article's id (no row: no such article).
+def _favorite_statement(*, add: bool) -> CompiledRead:
+    """Add (or remove) bound `viewer_id`'s favourite of the article `article_slug`, keep its
+    `favorites_count` in step, and answer the article as the viewer now sees it: one
+    statement, which is its own transaction (no BEGIN or COMMIT round trips). No row: no such
+    article.
 
     The count moves only when the favourite row was really inserted or deleted (the CTE returns
-    nothing otherwise), so repeating either request changes nothing.
+    nothing otherwise), so repeating either request changes nothing. The final SELECT reads the
+    statement's snapshot, from before its own changes: the count comes from the UPDATE's
+    RETURNING when there was one, and `favorited` is what the request made true.
     """
-    user_id: Any = bindparam("user_id", type_=BigInteger)
+    viewer: Any = bindparam("viewer_id", type_=BigInteger)
     # Not named "slug": Core adds to an UPDATE's SET clause every column named by a key of
     # the execution parameters (articles.slug, here), CTE or not.
     # The article is locked first: the favourite's trigger then locks the fan's row, in the
@@ -398,53 +417,48 @@ def _favorite_statements() -> tuple[Any, Any]:
         .with_for_update(key_share=True)
         .cte("target")
     )
-    added = (
-        insert(Favorite)
-        .from_select(["user_id", "article_id"], select(user_id, target.c.id))
-        .on_conflict_do_nothing()
-        .returning(Favorite.article_id)
-        .cte("added")
-    )
-    removed = (
-        delete(Favorite)
-        .where(Favorite.user_id == user_id, Favorite.article_id.in_(select(target.c.id)))
-        .returning(Favorite.article_id)
-        .cte("removed")
-    )
-    counted_up = (
+    changed: Any
+    if add:
+        changed = (
+            insert(Favorite)
+            .from_select(["user_id", "article_id"], select(viewer, target.c.id))
+            .on_conflict_do_nothing()
+            .returning(Favorite.article_id)
+            .cte("changed")
+        )
+    else:
+        changed = (
+            delete(Favorite)
+            .where(Favorite.user_id == viewer, Favorite.article_id.in_(select(target.c.id)))
+            .returning(Favorite.article_id)
+            .cte("changed")
+        )
+    # A literal: the compiled statement's parameters are the request's alone.
+    step: Any = literal_column("1" if add else "-1")
+    counted = (
         update(Article)
-        .where(Article.id.in_(select(added.c.article_id)))
-        .values(favorites_count=Article.favorites_count + 1)
-        .cte("counted_up")
+        .where(Article.id.in_(select(changed.c.article_id)))
+        .values(favorites_count=Article.favorites_count + step)
+        .returning(Article.favorites_count)
+        .cte("counted")
     )
-    counted_down = (
-        update(Article)
-        .where(Article.id.in_(select(removed.c.article_id)))
-        .values(favorites_count=Article.favorites_count - 1)
-        .cte("counted_down")
+    count = func.coalesce(
+        select(counted.c.favorites_count).scalar_subquery(), Article.favorites_count
     )
-    # add_cte: a data-modifying CTE that the final SELECT does not read must still be sent.
-    add = select(target.c.id).add_cte(added, counted_up)
-    remove = select(target.c.id).add_cte(removed, counted_down)
-    return add, remove
+    view = article_view(
+        True, with_body=True, favorites_count=count, favorited=true() if add else false()
+    )
+    return CompiledRead.of(view.where(Article.id == select(target.c.id).scalar_subquery()))
 
 
-_ADD_FAVORITE, _REMOVE_FAVORITE = _favorite_statements()
+_ADD_FAVORITE = _favorite_statement(add=True)
+_REMOVE_FAVORITE = _favorite_statement(add=False)
 
 
-async def add_favorite(session: AsyncSession, user_id: int, slug: str) -> int | None:
-    """The article's id, or None when there is no article `slug`."""
-    # Core execution on the session's connection: inside its transaction, no ORM bulk-update
-    # bookkeeping (there is no loaded Article to synchronise).
-    connection = await session.connection()
-    result = await connection.execute(_ADD_FAVORITE, {"user_id": user_id, "article_slug": slug})
-    article_id: int | None = result.scalar_one_or_none()
-    return article_id
-
-
-async def remove_favorite(session: AsyncSession, user_id: int, slug: str) -> int | None:
-    """The article's id, or None when there is no article `slug`."""
-    connection = await session.connection()
-    result = await connection.execute(_REMOVE_FAVORITE, {"user_id": user_id, "article_slug": slug})
-    article_id: int | None = result.scalar_one_or_none()
-    return article_id
+async def set_favorite(
+    source: ReadSource, viewer_id: int, slug: str, *, favorite: bool
+) -> Record | None:
+    """Favourite (or unfavourite) and read the article back in one statement (see
+    `_favorite_statement`); None when there is no article `slug`."""
+    statement = _ADD_FAVORITE if favorite else _REMOVE_FAVORITE
+    return await fetch_one(source, statement, {"viewer_id": viewer_id, "article_slug": slug})

@@ -1,4 +1,5 @@
-"""Comment queries: a thread is one SELECT with each author and the caller's `following`."""
+"""Comment queries: a thread is one SELECT with each author and the caller's `following`; a
+new comment is one INSERT that answers it with its author."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, exists, false, insert, select
+from sqlalchemy import BigInteger, bindparam, exists, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Comment, Follow, User
-from app.repositories.driver import CompiledRead, ReadSource, Record, fetch
+from app.models import Article, Comment, Follow, User
+from app.repositories.driver import CompiledRead, ReadSource, Record, fetch, fetch_one
 
 
 @functools.cache
@@ -46,29 +47,48 @@ async def for_article(
     return await fetch(source, _thread(viewer_id is not None), params)
 
 
-_INSERT = (
-    insert(Comment)
-    .values(article_id=bindparam("article_id"), author_id=bindparam("author_id"))
-    .values(body=bindparam("body"))
-    .returning(Comment.id, Comment.created_at, Comment.updated_at)
-)
+def _add_statement() -> CompiledRead:
+    """Comment bound `body` on the article `article_slug` as bound `author_id`, and answer the
+    comment with its author's profile: one statement, its own transaction. No row: no such
+    article. The article is locked against deletion (KEY SHARE) until the comment is in, so a
+    racing deletion waits for it and removes it with the article."""
+    target = (
+        select(Article.id)
+        .where(Article.slug == bindparam("article_slug"))
+        .with_for_update(read=True, key_share=True)
+        .cte("target")
+    )
+    added = (
+        insert(Comment)
+        .from_select(
+            ["article_id", "author_id", "body"],
+            select(target.c.id, bindparam("author_id", type_=BigInteger), bindparam("body")),
+        )
+        .returning(
+            Comment.id, Comment.body, Comment.created_at, Comment.updated_at, Comment.author_id
+        )
+        .cte("added")
+    )
+    query = select(
+        added.c.id,
+        added.c.body,
+        added.c.created_at,
+        added.c.updated_at,
+        User.username.label("author_username"),
+        User.bio.label("author_bio"),
+        User.image.label("author_image"),
+        false().label("following"),  # nobody follows themselves
+    ).join(User, User.id == added.c.author_id)
+    return CompiledRead.of(query)
 
 
-async def create(session: AsyncSession, *, article_id: int, author_id: int, body: str) -> Comment:
-    """Insert on the session's connection (inside its transaction, no unit-of-work flush).
+_ADD = _add_statement()
 
-    The returned comment carries every column but is not attached to the session.
-    """
-    connection = await session.connection()
-    params = {"article_id": article_id, "author_id": author_id, "body": body}
-    row = (await connection.execute(_INSERT, params)).one()
-    return Comment(
-        id=row.id,
-        article_id=article_id,
-        author_id=author_id,
-        body=body,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+
+async def add(source: ReadSource, *, slug: str, author_id: int, body: str) -> Record | None:
+    """The new comment with its author (see `_add_statement`); None when there is no article."""
+    return await fetch_one(
+        source, _ADD, {"article_slug": slug, "author_id": author_id, "body": body}
     )
 
 

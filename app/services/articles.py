@@ -294,15 +294,17 @@ async def delete_article(session: AsyncSession, cache: Cache, slug: str, user_id
     invalidate_public_articles(session, cache, slug)
 
 
-async def favorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
-    if await repo.add_favorite(session, user_id, slug) is None:
-        raise _not_found(slug)
-    invalidate_public_articles(session, cache, slug)
-    return await get_article(session, slug, user_id)
+async def set_favorite(
+    cache: Cache, open_writes: ReadOpener, slug: str, user_id: int, *, favorite: bool
+) -> bytes:
+    """Favourite or unfavourite, as JSON bytes of the article as the user now sees it.
 
-
-async def unfavorite(session: AsyncSession, cache: Cache, slug: str, user_id: int) -> Article:
-    if await repo.remove_favorite(session, user_id, slug) is None:
+    One statement on a connection of its own, which commits as it ends
+    (`repo.set_favorite`); what anonymous readers see of the article is dropped afterwards.
+    """
+    async with open_writes() as source:
+        row = await repo.set_favorite(source, user_id, slug, favorite=favorite)
+    if row is None:
         raise _not_found(slug)
-    invalidate_public_articles(session, cache, slug)
-    return await get_article(session, slug, user_id)
+    await cache.delete(LIST_GENERATION_KEY, public_article_key(slug))
+    return orjson.dumps({"article": presenters.article_json(row)})

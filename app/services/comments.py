@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.error_handlers import ForbiddenError, NotFoundError
-from app.models import User
 from app.repositories import articles as articles_repo
 from app.repositories import comments as repo
-from app.repositories.driver import ReadSource
-from app.schemas.comments import Comment
+from app.repositories.driver import ReadConnection, ReadSource
+from app.schemas.comments import Comment, CommentResponse
 from app.services import presenters
+
+WriteOpener = Callable[[], AbstractAsyncContextManager[ReadConnection]]
 
 
 async def _article_id(source: ReadSource, slug: str) -> int:
@@ -26,16 +31,15 @@ async def list_comments(source: ReadSource, slug: str, viewer_id: int | None) ->
     return [presenters.comment(row) for row in rows]
 
 
-async def add_comment(session: AsyncSession, slug: str, author: User, body: str) -> Comment:
-    article_id = await _article_id(session, slug)
-    created = await repo.create(session, article_id=article_id, author_id=author.id, body=body)
-    return Comment(
-        id=created.id,
-        body=created.body,
-        created_at=created.created_at,
-        updated_at=created.updated_at,
-        author=presenters.own_profile(author),
-    )
+async def add_comment(open_writes: WriteOpener, slug: str, author_id: int, body: str) -> bytes:
+    """The new comment as JSON bytes (`{"comment": ...}`): one statement on a connection of its
+    own, which commits as it ends (`repo.add`)."""
+    async with open_writes() as source:
+        row = await repo.add(source, slug=slug, author_id=author_id, body=body)
+    if row is None:
+        raise NotFoundError(f"article {slug} not found", code="article_not_found")
+    comment = CommentResponse(comment=presenters.comment(row))
+    return orjson.dumps(comment.model_dump(mode="json", by_alias=True))
 
 
 async def delete_comment(session: AsyncSession, slug: str, comment_id: int, user_id: int) -> None:

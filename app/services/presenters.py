@@ -58,6 +58,13 @@ def summary_json(row: Record) -> dict[str, Any]:
     }
 
 
+def article_json(row: Record) -> dict[str, Any]:
+    """`article(row)` as its JSON object: the summary's keys, then the body."""
+    rendered = summary_json(row)
+    rendered["body"] = row.body
+    return rendered
+
+
 def article_summary(row: Record) -> ArticleSummary:
     return ArticleSummary(**_article_fields(row))
 

@@ -114,3 +114,30 @@ async def test_comments_cost_is_fixed(
         )
     many = await _statements(db_connection, client, f"/api/articles/{slug}/comments", reader)
     assert few == many == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    [
+        ("POST", "/favorite", None),
+        ("DELETE", "/favorite", None),
+        ("POST", "/comments", {"comment": {"body": "One statement, its own transaction."}}),
+    ],
+)
+async def test_each_write_of_the_write_mix_is_one_statement(
+    db_connection: AsyncConnection,
+    client: AsyncClient,
+    reader: str,
+    method: str,
+    suffix: str,
+    body: dict[str, object] | None,
+) -> None:
+    """A favourite, an unfavourite and a comment: one statement each, answering the response's
+    data too, with no BEGIN and COMMIT around it (a single statement is its own transaction)."""
+    slug = (await client.get("/api/articles?limit=1")).json()["articles"][0]["slug"]
+    url = f"/api/articles/{slug}{suffix}"
+    async with count_statements(db_connection) as statements:
+        response = await client.request(method, url, json=body, headers=auth(reader))
+    assert response.status_code == 200, response.text
+    assert len(statements) == 1, statements
+    assert not statements[0].lstrip().upper().startswith(("BEGIN", "COMMIT"))

@@ -14,6 +14,8 @@ from app.api.deps import (
     SessionDep,
     get_cache,
     read_connection,
+    remember_writer,
+    write_connection,
 )
 from app.api.routes.params import AuthorFilter, FavoritedFilter, Limit, Offset, Slug, TagFilter
 from app.schemas.articles import (
@@ -131,10 +133,8 @@ async def delete_article(
     summary="Favourite an article",
     responses=error_responses(404),
 )
-async def favorite(
-    slug: Slug, user_id: CurrentUserId, session: SessionDep, cache: CacheDep
-) -> ArticleResponse:
-    return ArticleResponse(article=await service.favorite(session, cache, slug, user_id))
+async def favorite(slug: Slug, user_id: CurrentUserId, request: Request) -> Response:
+    return await _set_favorite(request, slug, user_id, favorite=True)
 
 
 @router.delete(
@@ -143,7 +143,17 @@ async def favorite(
     summary="Unfavourite an article",
     responses=error_responses(404),
 )
-async def unfavorite(
-    slug: Slug, user_id: CurrentUserId, session: SessionDep, cache: CacheDep
-) -> ArticleResponse:
-    return ArticleResponse(article=await service.unfavorite(session, cache, slug, user_id))
+async def unfavorite(slug: Slug, user_id: CurrentUserId, request: Request) -> Response:
+    return await _set_favorite(request, slug, user_id, favorite=False)
+
+
+async def _set_favorite(request: Request, slug: str, user_id: int, *, favorite: bool) -> Response:
+    article = await service.set_favorite(
+        await get_cache(request),
+        functools.partial(write_connection, request),
+        slug,
+        user_id,
+        favorite=favorite,
+    )
+    await remember_writer(request)
+    return _as_sent(article)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import (
-    CurrentUser,
     CurrentUserId,
     OptionalUserId,
     SessionDep,
     read_connection,
+    remember_writer,
+    write_connection,
 )
 from app.api.routes.params import CommentId, Slug
 from app.schemas.comments import CommentListResponse, CommentResponse, NewCommentRequest
@@ -32,10 +35,13 @@ async def list_comments(
 
 @router.post("", response_model=CommentResponse, summary="Comment on an article")
 async def add_comment(
-    slug: Slug, payload: NewCommentRequest, user: CurrentUser, session: SessionDep
-) -> CommentResponse:
-    comment = await service.add_comment(session, slug, user, payload.comment.body)
-    return CommentResponse(comment=comment)
+    slug: Slug, payload: NewCommentRequest, user_id: CurrentUserId, request: Request
+) -> Response:
+    comment = await service.add_comment(
+        functools.partial(write_connection, request), slug, user_id, payload.comment.body
+    )
+    await remember_writer(request)
+    return Response(comment, media_type="application/json")
 
 
 @router.delete(
