@@ -55,6 +55,7 @@ from app.schemas.common import error_responses
 from app.services.articles import LIST_GENERATION_KEY, public_article_key
 from app.services.storage import StorageUnavailableError, build_image_storage
 from app.services.tags import TAGS_KEY
+from app.services.viewer_sets import viewer_generation_key, viewer_set_key
 
 if TYPE_CHECKING:
     from app.middleware.tracing import ServerSpans
@@ -89,16 +90,21 @@ def _export_replica(metrics: AppMetrics, replica: Replica) -> None:
 def cache_read_for(path: str, client: str) -> tuple[str, ...]:
     """The cache entries a GET of `path` (below the API prefix) reads first: the rate limiter's
     script returns them along with the count, saving the route a Redis round trip. Signed-in
-    readers start from the same public entries as anonymous ones (app/services/articles.py)."""
+    readers start from the same public entries as anonymous ones, plus their own favourites and
+    follows (app/services/viewer_sets.py)."""
     if path == "/tags":
         return (TAGS_KEY,)
+    keys: tuple[str, ...] = ()
     if path == "/articles":
-        return (LIST_GENERATION_KEY,)
-    if path.startswith("/articles/"):
+        keys = (LIST_GENERATION_KEY,)
+    elif path.startswith("/articles/"):
         slug = path[len("/articles/") :]
         if slug and "/" not in slug and slug != "feed":
-            return (public_article_key(slug),)
-    return ()
+            keys = (public_article_key(slug), LIST_GENERATION_KEY)
+    if keys and client.startswith("user:"):
+        user_id = int(client[len("user:") :])
+        keys += (viewer_generation_key(user_id), viewer_set_key(user_id))
+    return keys
 
 
 def reads_with_replicas(path: str, client: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ observability package).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -138,6 +139,15 @@ class Cache:
         except RedisUnavailableError:
             return None
         return current if isinstance(current, bytes) else None
+
+    async def generation(self, key: str, *, name: str) -> bytes | None:
+        """The generation token under `key` (a random word that entries depending on it carry
+        or are named by; dropping the key retires them all at once), starting one when there is
+        none: SET NX, so concurrent starters agree on one. None without Redis."""
+        current = await self.get_raw(key, name=name)
+        if current is None:
+            current = await self.add(key, secrets.token_hex(8).encode())
+        return current
 
     async def delete(self, *keys: str) -> None:
         if not self.redis.enabled or not keys:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, exists, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Follow, User
+from app.models import Article, Favorite, Follow, User
 from app.repositories.driver import CompiledRead, ReadSource, fetch
 
 _TOKEN_VERSION = CompiledRead.of(select(User.token_version).where(User.id == bindparam("id")))
@@ -16,6 +26,45 @@ async def token_version(source: ReadSource, user_id: int) -> int | None:
     """The account's token version; None when there is no such account."""
     rows = await fetch(source, _TOKEN_VERSION, {"id": user_id})
     return int(rows[0][0]) if rows else None
+
+
+def _viewer_sets_statement() -> CompiledRead:
+    """For bound `viewer_id`: the slugs they favourited and the usernames they follow, at most
+    bound `limit` of each (index-only scans of the two primary keys, then a primary-key look-up
+    per entry)."""
+    viewer = bindparam("viewer_id", type_=BigInteger)
+    limit = bindparam("limit", type_=Integer)
+    favourites = (
+        select(Article.slug)
+        .join(Favorite, Favorite.article_id == Article.id)
+        .where(Favorite.user_id == viewer)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    followed = (
+        select(User.username)
+        .join(Follow, Follow.followee_id == User.id)
+        .where(Follow.follower_id == viewer)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return CompiledRead.of(
+        select(
+            type_coerce(func.array(favourites), ARRAY(String)),
+            type_coerce(func.array(followed), ARRAY(String)),
+        )
+    )
+
+
+_VIEWER_SETS = _viewer_sets_statement()
+
+
+async def viewer_sets(
+    source: ReadSource, viewer_id: int, *, limit: int
+) -> tuple[list[str], list[str]]:
+    """(favourited slugs, followed usernames) of `viewer_id`, at most `limit` of each."""
+    rows = await fetch(source, _VIEWER_SETS, {"viewer_id": viewer_id, "limit": limit})
+    return list(rows[0][0]), list(rows[0][1])
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:

@@ -14,7 +14,6 @@ generation, and the old pages are never read again (their TTL clears them).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from app.schemas.articles import (
     NewArticle,
     UpdateArticle,
 )
-from app.services import presenters, viewer_view
+from app.services import presenters, viewer_sets, viewer_view
 from app.services.slugs import new_slug
 from app.services.tags import invalidate_tags
 
@@ -127,26 +126,40 @@ def public_article_key(slug: str) -> str:
 ReadOpener = Callable[[], AbstractAsyncContextManager[ReadSource]]
 
 
+async def _flags(
+    cache: Cache, open_reads: ReadOpener, viewer_id: int, articles: list[dict[str, Any]]
+) -> viewer_view.Flags:
+    """The reader's (favorited, following) for each of `articles` (parsed public bodies): from
+    their cached favourites and follows when those can be had (no statement), else one small
+    statement for them all."""
+    generation = await cache.generation(LIST_GENERATION_KEY, name="articles_generation")
+    viewer = await viewer_sets.viewer_set(cache, open_reads, viewer_id, generation)
+    if viewer is not None:
+        return {a["slug"]: viewer.flags(a["slug"], a["author"]["username"]) for a in articles}
+    async with open_reads() as source:
+        return await repo.viewer_flags(source, viewer_id, [a["slug"] for a in articles])
+
+
 async def article_response(
     cache: Cache, open_reads: ReadOpener, slug: str, viewer_id: int | None
 ) -> bytes:
     """GET one article, as JSON bytes. From the body cached for anonymous readers when there is
-    one: as it is for them, with their own flags for a signed-in reader (one small statement,
-    `app.services.viewer_view`). Otherwise read in full (one statement, with the flags) and
-    its public body cached for the next reader, whoever that is."""
+    one: as it is for them, with their own flags for a signed-in reader (`_flags`). Otherwise
+    read in full (one statement, with the flags) and its public body cached for the next
+    reader, whoever that is."""
     key = public_article_key(slug)
     public = await cache.get_raw(key, name="article")
     if public is not None:
         if viewer_id is None:
             return public
-        async with open_reads() as source:
-            flags = await repo.viewer_flags(source, viewer_id, (slug,))
+        article = orjson.loads(public)["article"]
+        flags = await _flags(cache, open_reads, viewer_id, [article])
         if slug in flags:
             return viewer_view.article_body(public, *flags[slug])
         # Deleted since it was cached (its entry goes after the commit): read it as it is now.
     async with open_reads() as source:
-        article = ArticleResponse(article=await get_article(source, slug, viewer_id))
-    data = article.model_dump(mode="json", by_alias=True)
+        response = ArticleResponse(article=await get_article(source, slug, viewer_id))
+    data = response.model_dump(mode="json", by_alias=True)
     body = orjson.dumps(data)
     if viewer_id is not None:
         viewer_view.public_article(data["article"])
@@ -161,19 +174,18 @@ async def list_response(
     cache: Cache, open_reads: ReadOpener, *, viewer_id: int | None, query: ListQuery
 ) -> bytes:
     """GET a page of articles, as JSON bytes, from the cached public page as `article_response`
-    does (a list's flags: one statement for the whole page)."""
+    does."""
     require_reachable(query.offset, filtered=query.filtered)
-    key = await public_list_key(cache, query)
+    generation = await cache.generation(LIST_GENERATION_KEY, name="articles_generation")
+    key = public_list_key(generation, query) if generation is not None else None
     public = await cache.get_raw(key, name="articles") if key is not None else None
     if public is not None:
         if viewer_id is None:
             return public
         parsed = orjson.loads(public)
-        slugs = viewer_view.page_slugs(parsed)
-        if not slugs:
+        if not parsed["articles"]:
             return public
-        async with open_reads() as source:
-            flags = await repo.viewer_flags(source, viewer_id, slugs)
+        flags = await _flags(cache, open_reads, viewer_id, parsed["articles"])
         return viewer_view.page_body(public, parsed, flags)
     async with open_reads() as source:
         data = await list_articles(source, viewer_id=viewer_id, query=query)
@@ -198,16 +210,9 @@ def invalidate_public_articles(session: AsyncSession, cache: Cache, *slugs: str)
 LIST_GENERATION_KEY = cache_key("articles", "generation")
 
 
-async def public_list_key(cache: Cache, query: ListQuery) -> str | None:
-    """The cache key of an anonymous list page in the current generation (None without Redis).
-
-    The generation usually arrives prefetched with the rate limiter's count; when there is none
-    yet, this request starts one (SET NX: concurrent starters agree on one)."""
-    generation = await cache.get_raw(LIST_GENERATION_KEY, name="articles_generation")
-    if generation is None:
-        generation = await cache.add(LIST_GENERATION_KEY, secrets.token_hex(8).encode())
-        if generation is None:
-            return None
+def public_list_key(generation: bytes, query: ListQuery) -> str:
+    """The cache key of an anonymous list page in list generation `generation` (which usually
+    arrives prefetched with the rate limiter's count)."""
     fields = [query.tag, query.author, query.favorited, query.limit, query.offset]
     return cache_key("articles", generation.decode(), orjson.dumps(fields).decode())
 

@@ -11,6 +11,7 @@ from app.core.error_handlers import NotFoundError, ValidationFailedError
 from app.db.cache import Cache, cache_key, invalidate_after_commit
 from app.repositories import users as users_repo
 from app.schemas.profiles import Profile
+from app.services.viewer_sets import forget_viewer_after_commit
 
 
 def _key(username: str) -> str:
@@ -53,12 +54,14 @@ async def follow(session: AsyncSession, cache: Cache, username: str, viewer_id: 
     if public["id"] == viewer_id:
         raise ValidationFailedError("username cannot be followed by yourself")
     await users_repo.follow(session, viewer_id, public["id"])
+    forget_viewer_after_commit(session, cache, viewer_id)
     return _profile(public, True)
 
 
 async def unfollow(session: AsyncSession, cache: Cache, username: str, viewer_id: int) -> Profile:
     public = await _public_profile(session, cache, username)
     await users_repo.unfollow(session, viewer_id, public["id"])
+    forget_viewer_after_commit(session, cache, viewer_id)
     return _profile(public, False)
 
 

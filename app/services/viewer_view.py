@@ -34,10 +34,6 @@ def article_body(public: bytes, favorited: bool, following: bool) -> bytes:
     return public
 
 
-def page_slugs(page: Mapping[str, Any]) -> list[str]:
-    return [article["slug"] for article in page["articles"]]
-
-
 def page_body(public: bytes, page: dict[str, Any], flags: Flags) -> bytes:
     """`{"articles": [...], "articlesCount": n}` as the viewer sees it; `page` is `public`
     parsed (and is changed). Unchanged bytes when no flag of the page is true."""

@@ -34,16 +34,19 @@ def own_redis(workdir: Path) -> Iterator[RedisServer]:
 class Load:
     """Clients reading the API in a loop until stopped; every status is kept."""
 
-    def __init__(self, http: httpx.AsyncClient, paths: list[str]) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, paths: list[str], headers: dict[str, str] | None = None
+    ) -> None:
         self.http = http
         self.paths = paths
+        self.headers = headers or {}
         self.statuses: list[tuple[str, int]] = []
         self.running = True
 
     async def run(self) -> None:
         while self.running:
             for path in self.paths:
-                response = await self.http.get(path)
+                response = await self.http.get(path, headers=self.headers)
                 self.statuses.append((path, response.status_code))
             await asyncio.sleep(0.02)
 
@@ -80,9 +83,18 @@ async def test_api_keeps_serving_through_a_redis_outage(
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             name = f"cached{uuid.uuid4().hex[:8]}"
             user = {"username": name, "email": f"{name}@example.com", "password": "x" * 12}
-            assert (await http.post("/api/users", json={"user": user})).status_code == 201
+            created = await http.post("/api/users", json={"user": user})
+            assert created.status_code == 201
+            signed_in = {"Authorization": f"Token {created.json()['user']['token']}"}
+            article = {"title": "Read through the outage", "description": "d", "body": "b"}
+            posted = await http.post("/api/articles", json={"article": article}, headers=signed_in)
+            slug = posted.json()["article"]["slug"]
             load = Load(http, ["/api/tags", "/api/articles", f"/api/profiles/{name}"])
-            task = asyncio.create_task(load.run())
+            # Signed-in reads start from the cache and the reader's cached favourites, which
+            # are gone with Redis: they fall back to Postgres.
+            reader_paths = ["/api/articles", f"/api/articles/{slug}", "/api/articles/feed"]
+            reader = Load(http, reader_paths, headers=signed_in)
+            task = asyncio.gather(load.run(), reader.run())
             await asyncio.sleep(1)
             before = await detailed(http)
             assert before["status"] == "ok"
@@ -101,6 +113,11 @@ async def test_api_keeps_serving_through_a_redis_outage(
             # The in-process limiter still refuses a burst.
             logins = [(await http.post("/api/users/login", json={})).status_code for _ in range(4)]
             assert logins == [422, 422, 422, 429]
+            # The reader's own favourite shows at once with Redis down.
+            favourite = await http.post(f"/api/articles/{slug}/favorite", headers=signed_in)
+            assert favourite.status_code == 200
+            mine = await http.get(f"/api/articles/{slug}", headers=signed_in)
+            assert mine.json()["article"]["favorited"] is True
 
             own_redis.start()
             back = await eventually(
@@ -113,12 +130,13 @@ async def test_api_keeps_serving_through_a_redis_outage(
                 within=10,
             )
             assert back["checks"]["redis"]["status"] == "ok"
-            load.running = False
+            load.running = reader.running = False
             await task
 
-    failures = [(path, status) for path, status in load.statuses if status != 200]
+    failures = [(p, status) for p, status in load.statuses + reader.statuses if status != 200]
     assert failures == []
     assert len(load.statuses) > 50
+    assert len(reader.statuses) > 50
     events = [json.loads(line).get("event") for line in server.lines if line.startswith("{")]
     assert 1 <= events.count("rate_limiter_fell_back_to_memory") <= 3
     assert events.count("rate_limiter_returned_to_redis") >= 1

@@ -42,7 +42,6 @@ def test_page_body_sets_each_articles_flags_from_its_own_slug() -> None:
     page = {"articles": [_article("a"), _article("b"), _article("c")], "articlesCount": 3}
     public = orjson.dumps(page)
     parsed = orjson.loads(public)
-    assert viewer_view.page_slugs(parsed) == ["a", "b", "c"]
     flags = {"a": (True, False), "b": (False, True)}  # "c" is gone from Postgres
     mine = orjson.loads(viewer_view.page_body(public, parsed, flags))
     got = [(a["favorited"], a["author"]["following"]) for a in mine["articles"]]
