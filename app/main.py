@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -55,7 +56,7 @@ from app.schemas.common import error_responses
 from app.services.articles import LIST_GENERATION_KEY, public_article_key
 from app.services.storage import StorageUnavailableError, build_image_storage
 from app.services.tags import TAGS_KEY
-from app.services.viewer_sets import viewer_generation_key, viewer_set_key
+from app.services.viewer_sets import feed_key, viewer_generation_key, viewer_set_key
 
 if TYPE_CHECKING:
     from app.middleware.tracing import ServerSpans
@@ -87,30 +88,50 @@ def _export_replica(metrics: AppMetrics, replica: Replica) -> None:
     metrics.replica_usable.labels(replica.name).set(1 if replica.usable else 0)
 
 
-def cache_read_for(path: str, client: str) -> tuple[str, ...]:
+def cache_read_for(path: str, client: str, query: bytes = b"") -> tuple[str, ...]:
     """The cache entries a GET of `path` (below the API prefix) reads first: the rate limiter's
     script returns them along with the count, saving the route a Redis round trip. Signed-in
-    readers start from the same public entries as anonymous ones, plus their own favourites and
-    follows (app/services/viewer_sets.py)."""
+    readers start from the same public entries as anonymous ones, plus their own (their
+    favourites and follows, their feed page: app/services/viewer_sets.py)."""
     if path == "/tags":
         return (TAGS_KEY,)
+    signed_in = client.startswith("user:")
+    user_id = int(client[len("user:") :]) if signed_in else 0
+    if path == "/articles/feed":
+        page = _feed_page(query)
+        if not signed_in or page is None:
+            return ()
+        return (
+            LIST_GENERATION_KEY,
+            viewer_generation_key(user_id),
+            feed_key(user_id, *page),
+        )
     keys: tuple[str, ...] = ()
     if path == "/articles":
         keys = (LIST_GENERATION_KEY,)
     elif path.startswith("/articles/"):
         slug = path[len("/articles/") :]
-        if slug and "/" not in slug and slug != "feed":
+        if slug and "/" not in slug:
             keys = (public_article_key(slug), LIST_GENERATION_KEY)
-    if keys and client.startswith("user:"):
-        user_id = int(client[len("user:") :])
+    if keys and signed_in:
         keys += (viewer_generation_key(user_id), viewer_set_key(user_id))
     return keys
 
 
-def reads_with_replicas(path: str, client: str) -> tuple[str, ...]:
+def _feed_page(query: bytes) -> tuple[int, int] | None:
+    """(limit, offset) of a feed request as the route will read them, None when unsure (the
+    route then reads its entry itself)."""
+    values = dict(parse_qsl(query.decode("latin-1")))
+    limit, offset = values.get("limit", "20"), values.get("offset", "0")
+    if not (limit.isdigit() and offset.isdigit()) or len(values) > 2:
+        return None
+    return int(limit), int(offset)
+
+
+def reads_with_replicas(path: str, client: str, query: bytes = b"") -> tuple[str, ...]:
     """`cache_read_for`, and for a signed-in GET that may read a replica (every signed-in GET
     under /articles: lists, feed, one article, comments) the reader's read-your-writes key."""
-    keys = cache_read_for(path, client)
+    keys = cache_read_for(path, client, query)
     if client.startswith("user:") and path.startswith("/articles"):
         return (*keys, writer_key(int(client[len("user:") :])))
     return keys

@@ -79,7 +79,9 @@ class RateLimitMiddleware:
 
         claims = token_claims(scope, scope["app"].state.resources.signing_keys)
         client = client_key(scope, claims)
-        read_keys = limiter.prefetch_keys(scope["method"], scope["path"], client)
+        read_keys = limiter.prefetch_keys(
+            scope["method"], scope["path"], client, scope.get("query_string", b"")
+        )
         if claims is not None:
             read_keys += (version_key(claims.user_id),)
         decision = await limiter.check(rules, client, read_keys)

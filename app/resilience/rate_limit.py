@@ -190,7 +190,7 @@ class RateLimiter:
         self,
         settings: Settings,
         redis: RedisService,
-        prefetch: Callable[[str, str], tuple[str, ...]] | None = None,
+        prefetch: Callable[[str, str, bytes], tuple[str, ...]] | None = None,
         decisions: Counter | None = None,
     ) -> None:
         self.enabled = settings.RATE_LIMIT_ENABLED
@@ -238,12 +238,15 @@ class RateLimiter:
                 rules.insert(0, self.register)
         return rules
 
-    def prefetch_keys(self, method: str, path: str, client: str) -> tuple[str, ...]:
+    def prefetch_keys(
+        self, method: str, path: str, client: str, query: bytes = b""
+    ) -> tuple[str, ...]:
         """The keys to read along with the count, for the GET routes that read some first
-        (`client`: "user:<id>" for a valid token, else "ip:<address>")."""
+        (`client`: "user:<id>" for a valid token, else "ip:<address>"; `query`: the raw query
+        string)."""
         if method != "GET" or self.prefetch is None:
             return ()
-        return self.prefetch(path[len(self.prefix) :], client)
+        return self.prefetch(path[len(self.prefix) :], client, query)
 
     async def check(
         self,

@@ -104,12 +104,33 @@ async def list_articles(
 
 
 async def feed(source: ReadSource, *, viewer_id: int, limit: int, offset: int) -> bytes:
-    """The reader's feed page, as JSON bytes."""
+    """The reader's feed page, as JSON bytes, read from Postgres."""
     require_reachable(offset, filtered=True)
     rows, total = await repo.page(
         source, viewer_id=viewer_id, limit=limit, offset=offset, feed=True
     )
     return orjson.dumps(_page_json(rows, total))
+
+
+async def feed_response(
+    cache: Cache, open_reads: ReadOpener, *, viewer_id: int, limit: int, offset: int
+) -> bytes:
+    """The reader's feed page, as JSON bytes: cached for them under the list generation and
+    their own (app/services/viewer_sets.py), else read and cached."""
+    require_reachable(offset, filtered=True)
+    generation = await cache.generation(LIST_GENERATION_KEY, name="articles_generation")
+    tags = await viewer_sets.personal_tags(cache, viewer_id, generation)
+    key = viewer_sets.feed_key(viewer_id, limit, offset)
+    if tags is not None:
+        stored = await cache.get_raw(key, name="feed")
+        cached = viewer_sets.untagged(stored, tags) if stored is not None else None
+        if cached is not None:
+            return cached
+    async with open_reads() as source:
+        body = await feed(source, viewer_id=viewer_id, limit=limit, offset=offset)
+    if tags is not None:
+        await cache.set_raw(key, viewer_sets.tagged(tags, body))
+    return body
 
 
 async def get_article(source: ReadSource, slug: str, viewer_id: int | None) -> Article:

@@ -212,3 +212,35 @@ async def test_an_article_gone_from_postgres_but_still_cached_is_a_404_from_the_
     response = await client.get("/api/articles/gone", headers=auth(reader["token"]))
     assert response.status_code == 404
     assert response.json()["code"] == "article_not_found"
+
+
+async def test_a_feed_page_is_cached_for_its_reader_and_follows_every_change(
+    client: AsyncClient, db_connection: AsyncConnection
+) -> None:
+    author, other, reader, fan = [await register(client) for _ in range(4)]
+    headers = auth(reader["token"])
+    await client.post(f"/api/profiles/{author['username']}/follow", headers=headers)
+    first = (await create_article(client, author["token"], title="First"))["slug"]
+
+    async def feed() -> list[tuple[str, int, bool]]:
+        response = await client.get("/api/articles/feed?limit=10", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["articlesCount"] == len(body["articles"])
+        return [(a["slug"], a["favoritesCount"], a["favorited"]) for a in body["articles"]]
+
+    assert await feed() == [(first, 0, False)]
+    async with count_statements(db_connection) as statements:
+        assert await feed() == [(first, 0, False)]
+    assert statements == []
+    second = (await create_article(client, author["token"], title="Second"))["slug"]
+    assert await feed() == [(second, 0, False), (first, 0, False)]
+    await client.post(f"/api/articles/{first}/favorite", headers=auth(fan["token"]))
+    assert await feed() == [(second, 0, False), (first, 1, False)]
+    await client.post(f"/api/articles/{second}/favorite", headers=headers)
+    assert await feed() == [(second, 1, True), (first, 1, False)]
+    theirs = (await create_article(client, other["token"], title="Theirs"))["slug"]
+    await client.post(f"/api/profiles/{other['username']}/follow", headers=headers)
+    assert [slug for slug, _, _ in await feed()] == [theirs, second, first]
+    await client.delete(f"/api/profiles/{author['username']}/follow", headers=headers)
+    assert [slug for slug, _, _ in await feed()] == [theirs]

@@ -60,8 +60,13 @@ async def list_articles(
 async def feed(
     request: Request, viewer_id: CurrentUserId, limit: Limit = 20, offset: Offset = 0
 ) -> Response:
-    async with read_connection(request, viewer_id) as connection:
-        page = await service.feed(connection, viewer_id=viewer_id, limit=limit, offset=offset)
+    page = await service.feed_response(
+        await get_cache(request),
+        functools.partial(read_connection, request, viewer_id),
+        viewer_id=viewer_id,
+        limit=limit,
+        offset=offset,
+    )
     return _as_sent(page)
 
 
