@@ -184,12 +184,14 @@ async def test_cached_tags_come_back_with_the_count_in_one_round_trip(
         assert calls == 4  # a miss also stores the list it loaded
 
 
-async def test_an_anonymous_article_comes_back_with_the_count_in_one_round_trip(
+async def test_a_cached_article_comes_back_with_the_count_in_one_round_trip(
     limited_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     redis = limited_app.state.resources.redis
     slug = "a-cached-article-0123abcd"
-    body = orjson.dumps({"article": {"slug": slug, "title": "planted"}})
+    author = {"username": "planter", "bio": None, "image": None, "following": False}
+    article = {"slug": slug, "title": "planted", "favorited": False, "author": author}
+    body = orjson.dumps({"article": article})
     await redis.client.set(public_article_key(slug), body, ex=30)
     calls: list[str] = []
     run, execute, evalsha = redis.run, redis.execute, redis.evalsha
@@ -215,11 +217,18 @@ async def test_an_anonymous_article_comes_back_with_the_count_in_one_round_trip(
         assert response.content == body
         assert response.headers["ratelimit-remaining"] == "4"
         assert calls == ["evalsha"]  # the limiter's script, which also read the cached body
-        # A signed-in reader's flags are their own: no cached body for them.
+        # A signed-in reader gets the same body with their own flags, from their favourites
+        # and follows: read from Postgres and stored the first time (no account 7 there: none),
+        # then read along with the count, the body and the generations.
         token = create_access_token(7, signing_keys(TEST_SECRET), 5)
+        headers = {"Authorization": f"Token {token}"}
         calls.clear()
-        signed_in = await http.get(
-            f"/api/articles/{slug}", headers={"Authorization": f"Token {token}"}
-        )
-        assert signed_in.status_code == 404  # read from Postgres, where it does not exist
+        first = await http.get(f"/api/articles/{slug}", headers=headers)
+        assert first.status_code == 200
+        assert first.content == body
+        assert calls[0] == "evalsha"
+        assert len(calls) > 1  # the generations started, the set stored
+        calls.clear()
+        again = await http.get(f"/api/articles/{slug}", headers=headers)
+        assert again.content == body
         assert calls == ["evalsha"]

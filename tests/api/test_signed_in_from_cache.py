@@ -244,3 +244,38 @@ async def test_a_feed_page_is_cached_for_its_reader_and_follows_every_change(
     assert [slug for slug, _, _ in await feed()] == [theirs, second, first]
     await client.delete(f"/api/profiles/{author['username']}/follow", headers=headers)
     assert [slug for slug, _, _ in await feed()] == [theirs]
+
+
+async def test_a_favourite_answers_the_article_as_its_fan_now_sees_it_in_one_statement(
+    app: FastAPI, client: AsyncClient, db_connection: AsyncConnection
+) -> None:
+    author, fan, other = [await register(client) for _ in range(3)]
+    slug = (await create_article(client, author["token"], tagList=["b", "a"]))["slug"]
+    await client.post(f"/api/profiles/{author['username']}/follow", headers=auth(fan["token"]))
+    await client.post(f"/api/articles/{slug}/favorite", headers=auth(other["token"]))
+    redis = app.state.resources.redis.client
+    answers: list[dict[str, Any]] = []
+    for cached in (False, True, True, False):
+        if cached:
+            await client.get(f"/api/articles/{slug}")  # the public body, cached
+        else:
+            await redis.delete(public_article_key(slug))
+        method = "POST" if len(answers) % 2 == 0 else "DELETE"
+        async with count_statements(db_connection) as statements:
+            response = await client.request(
+                method, f"/api/articles/{slug}/favorite", headers=auth(fan["token"])
+            )
+        assert response.status_code == 200, response.text
+        assert len(statements) == 1
+        answers.append(response.json()["article"])
+    from_postgres = await client.get(f"/api/articles/{slug}", headers=auth(fan["token"]))
+    assert answers[3] == from_postgres.json()["article"]
+    assert [(a["favorited"], a["favoritesCount"]) for a in answers] == [
+        (True, 2),
+        (False, 1),
+        (True, 2),
+        (False, 1),
+    ]
+    assert answers[0] == answers[2]
+    assert answers[1] == answers[3]
+    assert all(a["author"]["following"] is True and a["tagList"] == ["a", "b"] for a in answers)
