@@ -117,9 +117,16 @@ class AppServer:
     """`uvicorn <target> --host 127.0.0.1 --port P [--workers N]`, stdout to a log file."""
 
     def __init__(
-        self, target: str, env: Mapping[str, str], log_path: Path, *, workers: int = 1
+        self,
+        target: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        workers: int = 1,
+        cwd: Path = ROOT,
     ) -> None:
         self.target = target
+        self.cwd = cwd  # whose code it serves: this checkout, or another release's tree
         self.port = free_port()
         self.env = {**os.environ, **env}
         self.log_path = log_path
@@ -141,7 +148,7 @@ class AppServer:
         log = self.log_path.open("ab")
         self._log = log
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,11 @@ class Running:
         self.tool = tool
         self.csv_prefix = csv_prefix
         self.seconds = seconds
+
+    def interrupt(self) -> None:
+        """Stop the load now (wrk stops on SIGINT and still prints its figures)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
 
     def result(self) -> Measured:
         stdout, stderr = self.process.communicate(timeout=self.seconds + 60)
