@@ -112,7 +112,9 @@ def cache_read_for(path: str, client: str, query: bytes = b"") -> tuple[str, ...
     elif path.startswith("/articles/"):
         slug = path[len("/articles/") :]
         if slug and "/" not in slug:
-            keys = (public_article_key(slug), LIST_GENERATION_KEY)
+            keys = (public_article_key(slug),)
+            if signed_in:  # their set is tagged with the list generation
+                keys += (LIST_GENERATION_KEY,)
     if keys and signed_in:
         keys += (viewer_generation_key(user_id), viewer_set_key(user_id))
     return keys

@@ -258,3 +258,40 @@ async def test_a_deep_page_seeks_to_exactly_the_page_plain_offset_would_give(
         assert "Seq Scan" not in str(plan)
     finally:
         await connection.close()
+
+
+async def test_a_favourite_with_nothing_to_change_waits_for_no_lock(
+    settings_factory: Callable[..., Settings], migrated: str
+) -> None:
+    """A repeated favourite, and an unfavourite of an article never favourited, lock nothing;
+    a real change still locks the article first (the order that keeps it from deadlocking with
+    the article's deletion), so it waits for another holder and then counts."""
+    async with serve(settings_factory()) as client:
+        author, fan = await register(client), await register(client)
+        slug = (await create_article(client, author["token"]))["slug"]
+        url = f"/api/articles/{slug}/favorite"
+        await client.post(url, headers=auth(fan["token"]))
+        holder = await asyncpg.connect(_dsn(migrated))
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM articles WHERE slug = $1 FOR UPDATE", slug)
+        try:
+            again = await asyncio.wait_for(client.post(url, headers=auth(fan["token"])), 3)
+            never = await asyncio.wait_for(client.delete(url, headers=auth(author["token"])), 3)
+            change = asyncio.create_task(client.delete(url, headers=auth(fan["token"])))
+            await asyncio.sleep(0.5)
+            assert not change.done()  # waiting for the holder's lock
+        finally:
+            await held.rollback()
+            await holder.close()
+        removed = await asyncio.wait_for(change, 5)
+    assert (again.json()["article"]["favorited"], again.json()["article"]["favoritesCount"]) == (
+        True,
+        1,
+    )
+    assert (never.json()["article"]["favorited"], never.json()["article"]["favoritesCount"]) == (
+        False,
+        1,
+    )
+    assert removed.json()["article"]["favoritesCount"] == 0
+    assert await _mismatches(migrated) == []
