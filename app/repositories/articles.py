@@ -258,6 +258,8 @@ def _viewer_flags_statement(*, many: bool) -> CompiledRead:
     array's generic plan above its custom ones and would plan the statement again on every
     execution, which doubled its CPU. Pages (up to 20 slugs) get the generic plan either way
     (tests/integration/test_viewer_flags_plans.py)."""
+    # Its own typed `viewer_id` (not `_viewer_flags`'): the bigint cast is part of what the
+    # plan test characterises; untyped, the one-element array keeps a generic plan too.
     viewer: Any = bindparam("viewer_id", type_=BigInteger)
     favorited = exists().where(Favorite.user_id == viewer, Favorite.article_id == Article.id)
     following = exists().where(

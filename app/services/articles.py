@@ -35,7 +35,6 @@ from app.repositories import articles as repo
 from app.repositories.driver import ReadSource, Record
 from app.schemas.articles import (
     Article,
-    ArticleResponse,
     NewArticle,
     UpdateArticle,
 )
@@ -179,8 +178,10 @@ async def article_response(
             return viewer_view.article_body(public, *flags[slug])
         # Deleted since it was cached (its entry goes after the commit): read it as it is now.
     async with open_reads() as source:
-        response = ArticleResponse(article=await get_article(source, slug, viewer_id))
-    data = response.model_dump(mode="json", by_alias=True)
+        row = await repo.view_by_slug(source, slug, viewer_id)
+    if row is None:
+        raise _not_found(slug)
+    data = {"article": presenters.article_json(row)}
     body = orjson.dumps(data)
     if viewer_id is not None:
         viewer_view.public_article(data["article"])

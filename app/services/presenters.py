@@ -6,7 +6,7 @@ from typing import Any
 
 from app.models import User as UserModel
 from app.repositories.driver import Record
-from app.schemas.articles import Article, ArticleSummary
+from app.schemas.articles import Article
 from app.schemas.comments import Comment
 from app.schemas.common import format_timestamp
 from app.schemas.profiles import Profile
@@ -37,7 +37,7 @@ def _article_fields(row: Record) -> dict[str, Any]:
 
 
 def summary_json(row: Record) -> dict[str, Any]:
-    """`article_summary(row)` as its JSON object (camelCase, the same keys in the same order),
+    """An `ArticleSummary` as its JSON object (camelCase, the same keys in the same order),
     built directly: a list page renders 20 of these, and building the models only to dump them
     again was most of a signed-in page's CPU."""
     return {
@@ -63,10 +63,6 @@ def article_json(row: Record) -> dict[str, Any]:
     rendered = summary_json(row)
     rendered["body"] = row.body
     return rendered
-
-
-def article_summary(row: Record) -> ArticleSummary:
-    return ArticleSummary(**_article_fields(row))
 
 
 def article(row: Record) -> Article:
