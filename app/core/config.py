@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     DB_STATEMENT_TIMEOUT_MS: int = Field(
         5000, ge=1, description="Server-side statement_timeout for every connection"
     )
+    DB_PLAN_CACHE_MODE: Literal["force_generic_plan", "auto", "force_custom_plan"] = Field(
+        "force_generic_plan",
+        description="plan_cache_mode of the app's connections: the app's prepared statements "
+        'are planned once per connection (docs/performance.md, "Planned once")',
+    )
+    DB_JIT: bool = Field(
+        False, description="Postgres JIT for the app's statements (off: OLTP reads gain nothing)"
+    )
     DB_STARTUP_TIMEOUT: float = Field(
         30.0, ge=0, description="Seconds start-up waits for Postgres (backoff) before serving"
     )
