@@ -31,6 +31,12 @@ MISMATCHES = {
         SELECT 'users.favorites_count', u.id, u.favorites_count, count(f.article_id)
         FROM users u LEFT JOIN favorites f ON f.user_id = u.id
         GROUP BY u.id HAVING u.favorites_count <> count(f.article_id)""",
+    # Not a count, but kept the same way: the author's newest article (0 here for none).
+    "users.latest_article_id": """
+        SELECT 'users.latest_article_id', u.id, coalesce(u.latest_article_id, 0),
+               coalesce(max(a.id), 0)
+        FROM users u LEFT JOIN articles a ON a.author_id = u.id
+        GROUP BY u.id HAVING u.latest_article_id IS DISTINCT FROM max(a.id)""",
     "tags.articles_count": """
         SELECT 'tags.articles_count', t.id, t.articles_count, count(at.article_id)
         FROM tags t LEFT JOIN article_tags at ON at.tag_id = t.id
@@ -58,6 +64,11 @@ FIXES = {
         FROM (SELECT u2.id, count(f.article_id) AS n FROM users u2
               LEFT JOIN favorites f ON f.user_id = u2.id GROUP BY u2.id) c
         WHERE u.id = c.id AND u.favorites_count <> c.n""",
+    "users.latest_article_id": """
+        UPDATE users u SET latest_article_id = c.newest
+        FROM (SELECT u2.id, max(a.id) AS newest FROM users u2
+              LEFT JOIN articles a ON a.author_id = u2.id GROUP BY u2.id) c
+        WHERE u.id = c.id AND u.latest_article_id IS DISTINCT FROM c.newest""",
     "tags.articles_count": """
         UPDATE tags t SET articles_count = c.n
         FROM (SELECT t2.id, count(at.article_id) AS n FROM tags t2

@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     String,
     Text,
@@ -24,6 +25,15 @@ from app.models.mixins import Timestamps
 
 class User(Timestamps, Base):
     __tablename__ = "users"
+    # The feed's look-up of each followed author, from the index alone where the page is
+    # all-visible (the migration "feed from the followed authors").
+    __table_args__ = (
+        Index(
+            "ix_users_feed",
+            "id",
+            postgresql_include=["articles_count", "latest_article_id"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # Stored lower-cased by the service, so the unique index is case-insensitive in effect.
@@ -40,6 +50,9 @@ class User(Timestamps, Base):
     favorites_count: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default=text("0")
     )  # articles this user favourited
+    # The id of this user's newest article (NULL: none), kept by the same trigger: the feed
+    # reads only the followed authors whose newest articles can be on its page.
+    latest_article_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Raised by a password or email change: tokens carry the version they were issued at, and
     # older ones stop working (app/core/tokens.py, app/db/token_versions.py).
     token_version: Mapped[int] = mapped_column(

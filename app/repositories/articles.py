@@ -140,13 +140,9 @@ def _maintained_total(*, tag: bool, author: bool, favorited_by: bool, feed: bool
         total = select(fan.favorites_count).where(fan.username == bindparam("favorited_by"))
     elif feed:
         # The sum of the followed authors' counts: as many rows as the reader follows
-        # authors, whatever the number of articles.
-        followed = aliased(User)
-        total = (
-            select(func.sum(followed.articles_count))
-            .join(Follow, Follow.followee_id == followed.id)
-            .where(Follow.follower_id == bindparam("viewer_id"))
-        )
+        # authors, whatever the number of articles (read along with the page's, `_feed_ids`).
+        followed = _followed_authors()
+        total = select(func.sum(followed.c.articles_count))
     else:
         total = select(func.sum(ArticleTotal.articles))
     # A literal, not a bound 0: the compiled statement's parameters are the request's alone.
@@ -186,6 +182,52 @@ def _ids_in_order(
     return window.order_by(Article.id.desc())
 
 
+@functools.cache
+def _followed_authors() -> Any:
+    """The authors `viewer_id` follows, with their count and newest article id: one index-only
+    look-up each (`ix_users_feed`), shared by the feed's page and its total."""
+    return (
+        select(User.id, User.articles_count, User.latest_article_id)
+        .join(Follow, Follow.followee_id == User.id)
+        .where(Follow.follower_id == bindparam("viewer_id"))
+        .cte("followed")
+    )
+
+
+def _feed_ids() -> Select[Any]:
+    """The feed's page: only the `offset + limit` followed authors whose newest articles are
+    the newest can have an article on it, and at most `offset + limit` articles each.
+
+    Were an article of another followed author on the page, the newest articles of those
+    `offset + limit` authors, each newer than it, would be `offset + limit` feed articles newer
+    than it, and it would not be on the page. So the page reads the followed authors (their
+    count is the total anyway), then at most (offset + limit)² entries of the authors' index
+    (`ix_articles_author_id_id`), instead of every article of every followed author."""
+    limit, offset = bindparam("limit", type_=BigInteger), bindparam("offset", type_=BigInteger)
+    followed = _followed_authors()
+    recent = (
+        select(followed.c.id)
+        .where(followed.c.latest_article_id.is_not(None))
+        .order_by(followed.c.latest_article_id.desc())
+        .limit(limit + offset)
+        .subquery("recent")
+    )
+    newest = (
+        select(Article.id)
+        .where(Article.author_id == recent.c.id)
+        .order_by(Article.id.desc())
+        .limit(limit + offset)
+        .lateral("newest")
+    )
+    return (
+        select(newest.c.id.label("id"))
+        .select_from(recent.join(newest, true()))
+        .order_by(newest.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+
+
 def _anchored_ids() -> Select[Any]:
     """The global list's page, found by seeking: `conduit_article_anchor(offset)` walks the
     per-512-ids article counts from the newest to the bucket that holds the page's first
@@ -222,6 +264,8 @@ def _page_statements(
     maintained = _maintained_total(tag=tag, author=author, favorited_by=favorited_by, feed=feed)
     if not conditions:
         ids = _anchored_ids().subquery("page")
+    elif feed and not (tag or author or favorited_by):
+        ids = _feed_ids().subquery("page")
     else:
         window = _ids_in_order(
             conditions, tag=tag, author=author, favorited_by=favorited_by, feed=feed

@@ -313,6 +313,19 @@ async def _user_articles(conn: asyncpg.Connection, plan: ScalePlan) -> None:
     await _set_count(conn, "users", "articles_count", "id", "articles", "author_id")
 
 
+@recompute("users.latest_article_id")
+async def _user_newest_article(conn: asyncpg.Connection, plan: ScalePlan) -> None:
+    if not await has_column(conn, "users", "latest_article_id"):
+        return
+    await conn.execute(
+        """
+        UPDATE users u SET latest_article_id = c.newest
+        FROM (SELECT author_id, max(id) AS newest FROM articles GROUP BY author_id) c
+        WHERE u.id = c.author_id AND u.latest_article_id IS DISTINCT FROM c.newest
+        """
+    )
+
+
 @recompute("users.favorites_count")
 async def _user_favorites(conn: asyncpg.Connection, plan: ScalePlan) -> None:
     await _set_count(conn, "users", "favorites_count", "id", "favorites", "user_id")

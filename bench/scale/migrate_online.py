@@ -51,6 +51,7 @@ REVISIONS = (
     "8e3f0a6b2c11",  # pragma: allowlist secret
     "b7d41c9e0a52",  # pragma: allowlist secret
     "c3a9e5f17d08",  # pragma: allowlist secret
+    "e4b8d2f6a913",  # pragma: allowlist secret
 )
 COPY = "conduit_scale_1m_migration"
 WRITERS = 200

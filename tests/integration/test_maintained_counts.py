@@ -19,7 +19,7 @@ from httpx import Response
 
 from app.core.config import Settings
 from app.db.recount import fix, mismatches
-from app.repositories.articles import _anchored_ids
+from app.repositories.articles import _anchored_ids, _page_statements
 from app.repositories.driver import CompiledRead
 from devstack.servers import PostgresServer
 from tests.api.helpers import auth, create_article, register
@@ -295,3 +295,117 @@ async def test_a_favourite_with_nothing_to_change_waits_for_no_lock(
     )
     assert removed.json()["article"]["favoritesCount"] == 0
     assert await _mismatches(migrated) == []
+
+
+async def test_the_feed_page_is_exactly_the_page_of_every_followed_article(
+    database: str,
+) -> None:
+    """The feed reads only the followed authors whose newest articles are newest
+    (`users.latest_article_id`): for every offset and limit, after deleting authors' newest
+    articles and writing new ones, it gives what filtering every followed article would."""
+    alembic(database, "upgrade", "head")
+    feed, feed_total = _page_statements(True, False, False, False, True)
+    connection = await asyncpg.connect(_dsn(database))
+    try:
+        await connection.execute(SEED)
+        # One prolific author (400 articles), followed authors with none, and 300 others.
+        await connection.execute(
+            "INSERT INTO articles (slug, title, description, body, author_id) "
+            "SELECT 'p-' || g, 'P', 'd', 'b', 2 FROM generate_series(1, 400) g"
+        )
+        await connection.execute(
+            "INSERT INTO follows (follower_id, followee_id) SELECT 1, g "
+            "FROM generate_series(2, 2500, 8) g"
+        )
+        plain = (
+            "SELECT a.id FROM articles a JOIN follows f ON f.followee_id = a.author_id "
+            "WHERE f.follower_id = 1 ORDER BY a.id DESC LIMIT $1 OFFSET $2"
+        )
+
+        async def same_pages() -> None:
+            everything = await connection.fetchval(
+                "SELECT count(*) FROM articles a JOIN follows f ON f.followee_id = a.author_id "
+                "WHERE f.follower_id = 1"
+            )
+            for offset in (0, 1, 19, 20, 21, 57, 399, 400, everything - 3, everything + 2):
+                for limit in (1, 20, 100):
+                    arguments = {"viewer_id": 1, "limit": limit, "offset": offset}
+                    rows = await connection.fetch(feed.sql, *feed.arguments(arguments))
+                    expected = [r["id"] for r in await connection.fetch(plain, limit, offset)]
+                    assert [r["id"] for r in rows] == expected, (offset, limit)
+                    if rows:
+                        assert rows[0]["total"] == everything
+            total = await connection.fetchval(
+                feed_total.sql, *feed_total.arguments({"viewer_id": 1})
+            )
+            assert total == everything
+
+        await same_pages()
+        # Every followed author's newest article deleted, twice over, and some written anew.
+        for _ in range(2):
+            await connection.execute(
+                "DELETE FROM articles WHERE id IN (SELECT u.latest_article_id FROM users u "
+                "JOIN follows f ON f.followee_id = u.id WHERE f.follower_id = 1)"
+            )
+        await connection.execute(
+            "INSERT INTO articles (slug, title, description, body, author_id) "
+            "SELECT 'n-' || g, 'N', 'd', 'b', 2 + (g * 8) % 2496 FROM generate_series(1, 50) g"
+        )
+        await connection.execute("DELETE FROM articles WHERE author_id = 10")  # all of one
+        await same_pages()
+        assert await mismatches(connection) == []
+        plan = await connection.fetchval(
+            "EXPLAIN (FORMAT JSON) " + feed.sql,
+            *feed.arguments({"viewer_id": 1, "limit": 20, "offset": 0}),
+        )
+        assert "Seq Scan" not in str(plan)
+    finally:
+        await connection.close()
+
+
+async def test_racing_deletes_keep_each_authors_newest_article_exact(database: str) -> None:
+    """Two transactions deleting the same author's articles, newest first, each committing
+    while the other waits for the author's row: the survivor's newest id is still right."""
+    alembic(database, "upgrade", "head")
+    dsn = _dsn(database)
+    setup = await asyncpg.connect(dsn)
+    await setup.execute(SEED)
+    author = 5
+    await setup.execute(
+        "INSERT INTO articles (slug, title, description, body, author_id) "
+        "SELECT 'r-' || g, 'R', 'd', 'b', $1 FROM generate_series(1, 4) g",
+        author,
+    )
+    ids = [
+        r["id"]
+        for r in await setup.fetch(
+            "SELECT id FROM articles WHERE author_id = $1 ORDER BY id DESC", author
+        )
+    ]
+    assert len(ids) >= 5
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        for _ in range(2):
+            newest, next_newest = ids[0], ids[1]
+            one, two = first.transaction(), second.transaction()
+            await one.start()
+            await two.start()
+            await first.execute("DELETE FROM articles WHERE id = $1", newest)
+            # The second delete waits for the first's lock on the author's row.
+            waiting = asyncio.create_task(
+                second.execute("DELETE FROM articles WHERE id = $1", next_newest)
+            )
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            await one.commit()
+            await waiting
+            await two.commit()
+            ids = ids[2:]
+            latest = await setup.fetchval(
+                "SELECT latest_article_id FROM users WHERE id = $1", author
+            )
+            assert latest == (ids[0] if ids else None)
+        assert await mismatches(setup) == []
+    finally:
+        for connection in (first, second, setup):
+            await connection.close()
