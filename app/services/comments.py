@@ -12,7 +12,7 @@ from app.core.error_handlers import ForbiddenError, NotFoundError
 from app.repositories import articles as articles_repo
 from app.repositories import comments as repo
 from app.repositories.driver import ReadConnection, ReadSource
-from app.schemas.comments import Comment, CommentResponse
+from app.schemas.comments import CommentResponse
 from app.services import presenters
 
 WriteOpener = Callable[[], AbstractAsyncContextManager[ReadConnection]]
@@ -25,10 +25,11 @@ async def _article_id(source: ReadSource, slug: str) -> int:
     return article_id
 
 
-async def list_comments(source: ReadSource, slug: str, viewer_id: int | None) -> list[Comment]:
+async def list_comments(source: ReadSource, slug: str, viewer_id: int | None) -> bytes:
+    """`{"comments": [...]}` as JSON bytes, rendered from the rows (`presenters.comment_json`)."""
     article_id = await _article_id(source, slug)
     rows = await repo.for_article(source, article_id, viewer_id)
-    return [presenters.comment(row) for row in rows]
+    return orjson.dumps({"comments": [presenters.comment_json(row) for row in rows]})
 
 
 async def add_comment(open_writes: WriteOpener, slug: str, author_id: int, body: str) -> bytes:

@@ -69,6 +69,24 @@ def article(row: Record) -> Article:
     return Article(**_article_fields(row), body=row.body)
 
 
+def comment_json(row: Record) -> dict[str, Any]:
+    """`comment(row)` as its JSON object (the same keys in the same order), built directly: an
+    article's comments are all returned at once (the contract has no pages), and building a
+    model and a profile for each of 1,000 only to dump them again cost more than Postgres."""
+    return {
+        "id": row.id,
+        "createdAt": format_timestamp(row.created_at),
+        "updatedAt": format_timestamp(row.updated_at),
+        "body": row.body,
+        "author": {
+            "username": row.author_username,
+            "bio": row.author_bio,
+            "image": row.author_image,
+            "following": bool(row.following),
+        },
+    }
+
+
 def comment(row: Record) -> Comment:
     return Comment(
         id=row.id,

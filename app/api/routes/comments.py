@@ -25,12 +25,10 @@ router = APIRouter(
 
 
 @router.get("", response_model=CommentListResponse, summary="Comments, newest first")
-async def list_comments(
-    slug: Slug, viewer_id: OptionalUserId, request: Request
-) -> CommentListResponse:
+async def list_comments(slug: Slug, viewer_id: OptionalUserId, request: Request) -> Response:
     async with read_connection(request, viewer_id) as connection:
         comments = await service.list_comments(connection, slug, viewer_id)
-    return CommentListResponse(comments=comments)
+    return Response(comments, media_type="application/json")
 
 
 @router.post("", response_model=CommentResponse, summary="Comment on an article")
