@@ -39,21 +39,22 @@ def _article_fields(row: Record) -> dict[str, Any]:
 def summary_json(row: Record) -> dict[str, Any]:
     """An `ArticleSummary` as its JSON object (camelCase, the same keys in the same order),
     built directly: a list page renders 20 of these, and building the models only to dump them
-    again was most of a signed-in page's CPU."""
+    again was most of a signed-in page's CPU. Columns are read by key, in C: `Record`'s
+    attribute access is a Python call each, and cost 1,000 comments 6 ms of 9."""
     return {
-        "slug": row.slug,
-        "title": row.title,
-        "description": row.description,
-        "tagList": list(row.tag_list),
-        "createdAt": format_timestamp(row.created_at),
-        "updatedAt": format_timestamp(row.updated_at),
-        "favorited": bool(row.favorited),
-        "favoritesCount": row.favorites_count,
+        "slug": row["slug"],
+        "title": row["title"],
+        "description": row["description"],
+        "tagList": list(row["tag_list"]),
+        "createdAt": format_timestamp(row["created_at"]),
+        "updatedAt": format_timestamp(row["updated_at"]),
+        "favorited": bool(row["favorited"]),
+        "favoritesCount": row["favorites_count"],
         "author": {
-            "username": row.author_username,
-            "bio": row.author_bio,
-            "image": row.author_image,
-            "following": bool(row.following),
+            "username": row["author_username"],
+            "bio": row["author_bio"],
+            "image": row["author_image"],
+            "following": bool(row["following"]),
         },
     }
 
@@ -61,7 +62,7 @@ def summary_json(row: Record) -> dict[str, Any]:
 def article_json(row: Record) -> dict[str, Any]:
     """`article(row)` as its JSON object: the summary's keys, then the body."""
     rendered = summary_json(row)
-    rendered["body"] = row.body
+    rendered["body"] = row["body"]
     return rendered
 
 
@@ -74,15 +75,15 @@ def comment_json(row: Record) -> dict[str, Any]:
     article's comments are all returned at once (the contract has no pages), and building a
     model and a profile for each of 1,000 only to dump them again cost more than Postgres."""
     return {
-        "id": row.id,
-        "createdAt": format_timestamp(row.created_at),
-        "updatedAt": format_timestamp(row.updated_at),
-        "body": row.body,
+        "id": row["id"],
+        "createdAt": format_timestamp(row["created_at"]),
+        "updatedAt": format_timestamp(row["updated_at"]),
+        "body": row["body"],
         "author": {
-            "username": row.author_username,
-            "bio": row.author_bio,
-            "image": row.author_image,
-            "following": bool(row.following),
+            "username": row["author_username"],
+            "bio": row["author_bio"],
+            "image": row["author_image"],
+            "following": bool(row["following"]),
         },
     }
 

@@ -4,7 +4,6 @@ schemas' models would dump: clients see one format whichever path served them.""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -27,6 +26,13 @@ MOMENTS = [
 ]
 
 
+class _Row(dict[str, Any]):
+    """Read by key (the JSON renderers) and by attribute (the models), as `Record` is."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self[name]
+
+
 def _dump(model: Any) -> bytes:
     return orjson.dumps(model.model_dump(mode="json", by_alias=True))
 
@@ -34,16 +40,14 @@ def _dump(model: Any) -> bytes:
 @pytest.mark.parametrize("author", AUTHORS)
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_a_comment_renders_as_its_model_dumps(author: dict[str, Any], moment: datetime) -> None:
-    row: Any = SimpleNamespace(
-        id=42, body="Nice </script> 🎉", created_at=moment, updated_at=moment, **author
-    )
+    row: Any = _Row(id=42, body="Nice </script> 🎉", created_at=moment, updated_at=moment, **author)
     assert orjson.dumps(presenters.comment_json(row)) == _dump(presenters.comment(row))
 
 
 @pytest.mark.parametrize("author", AUTHORS)
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_an_article_renders_as_its_model_dumps(author: dict[str, Any], moment: datetime) -> None:
-    row: Any = SimpleNamespace(
+    row: Any = _Row(
         slug="how-to-train",
         title='Dragons "and" more',
         description="desc",
