@@ -159,6 +159,8 @@ def _row(read: ScaleRead, row: Row) -> dict[str, Any]:
         "p50_ms": row.p50_ms,
         "p99_ms": row.p99_ms,
         "errors": row.non2xx + row.socket_errors,
+        "non2xx": row.non2xx,
+        "socket_errors": row.socket_errors,
         "app_cpu_ms_per_request": row.cpu_ms_per_request,
         "pg_cpu_ms_per_request": row.extra.get("pg_cpu_s", 0.0) * 1000 / requests,
         "pg_exec_ms_per_request": row.extra.get("pg_exec_s", 0.0) * 1000 / requests,
@@ -169,7 +171,8 @@ def _progress(read: ScaleRead, row: Row) -> str:
     figures = _row(read, row)
     return (
         f"  {read.name} @ {row.workload}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.1f} ms, "
-        f"PG {figures['pg_cpu_ms_per_request']:.3f} ms/req, errors {figures['errors']}\n"
+        f"PG {figures['pg_cpu_ms_per_request']:.3f} ms/req, errors {figures['errors']} "
+        f"(non-2xx {row.non2xx}, socket {row.socket_errors})\n"
     )
 
 
