@@ -24,13 +24,14 @@ LIST = "/api/articles?limit=20"
 class ScaleRead:
     name: str
     signed_in: bool = False
+    offset: int = 0  # the global list's page after this many articles
 
     def paths(self, ids: Mapping[str, Any]) -> list[str]:
         fixed = {
             "list": [LIST],
             "list signed in": [LIST],
-            "list offset 1000": [f"{LIST}&offset=1000"],
-            "list offset 10000": [f"{LIST}&offset=10000"],
+            "list offset 1000": [f"{LIST}&offset={self.offset}"],
+            "list offset 10000": [f"{LIST}&offset={self.offset}"],
             "tag popular": [f"{LIST}&tag={ids['popular_tag']}"],
             "tag rare": [f"{LIST}&tag={ids['rare_tag']}"],
             "by author": [f"{LIST}&author={ids['prolific']}"],
@@ -47,8 +48,8 @@ class ScaleRead:
 READS = (
     ScaleRead("list"),
     ScaleRead("list signed in", signed_in=True),
-    ScaleRead("list offset 1000"),
-    ScaleRead("list offset 10000"),
+    ScaleRead("list offset 1000", offset=1_000),
+    ScaleRead("list offset 10000", offset=10_000),
     ScaleRead("tag popular"),
     ScaleRead("tag rare"),
     ScaleRead("by author"),
