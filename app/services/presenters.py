@@ -36,6 +36,16 @@ def _article_fields(row: Record) -> dict[str, Any]:
     }
 
 
+def author_json(row: Record) -> dict[str, Any]:
+    """`author_profile(row)` as its JSON object, from the `author_*` and `following` columns."""
+    return {
+        "username": row["author_username"],
+        "bio": row["author_bio"],
+        "image": row["author_image"],
+        "following": bool(row["following"]),
+    }
+
+
 def summary_json(row: Record) -> dict[str, Any]:
     """An `ArticleSummary` as its JSON object (camelCase, the same keys in the same order),
     built directly: a list page renders 20 of these, and building the models only to dump them
@@ -50,12 +60,7 @@ def summary_json(row: Record) -> dict[str, Any]:
         "updatedAt": format_timestamp(row["updated_at"]),
         "favorited": bool(row["favorited"]),
         "favoritesCount": row["favorites_count"],
-        "author": {
-            "username": row["author_username"],
-            "bio": row["author_bio"],
-            "image": row["author_image"],
-            "following": bool(row["following"]),
-        },
+        "author": author_json(row),
     }
 
 
@@ -79,12 +84,7 @@ def comment_json(row: Record) -> dict[str, Any]:
         "createdAt": format_timestamp(row["created_at"]),
         "updatedAt": format_timestamp(row["updated_at"]),
         "body": row["body"],
-        "author": {
-            "username": row["author_username"],
-            "bio": row["author_bio"],
-            "image": row["author_image"],
-            "following": bool(row["following"]),
-        },
+        "author": author_json(row),
     }
 
 
