@@ -12,7 +12,6 @@ from app.core.error_handlers import ForbiddenError, NotFoundError
 from app.repositories import articles as articles_repo
 from app.repositories import comments as repo
 from app.repositories.driver import ReadConnection, ReadSource
-from app.schemas.comments import CommentResponse
 from app.services import presenters
 
 WriteOpener = Callable[[], AbstractAsyncContextManager[ReadConnection]]
@@ -39,8 +38,7 @@ async def add_comment(open_writes: WriteOpener, slug: str, author_id: int, body:
         row = await repo.add(source, slug=slug, author_id=author_id, body=body)
     if row is None:
         raise NotFoundError(f"article {slug} not found", code="article_not_found")
-    comment = CommentResponse(comment=presenters.comment(row))
-    return orjson.dumps(comment.model_dump(mode="json", by_alias=True))
+    return orjson.dumps({"comment": presenters.comment_json(row)})
 
 
 async def delete_comment(session: AsyncSession, slug: str, comment_id: int, user_id: int) -> None:

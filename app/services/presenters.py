@@ -7,7 +7,6 @@ from typing import Any
 from app.models import User as UserModel
 from app.repositories.driver import Record
 from app.schemas.articles import Article
-from app.schemas.comments import Comment
 from app.schemas.common import format_timestamp
 from app.schemas.profiles import Profile
 from app.schemas.users import User
@@ -76,7 +75,7 @@ def article(row: Record) -> Article:
 
 
 def comment_json(row: Record) -> dict[str, Any]:
-    """`comment(row)` as its JSON object (the same keys in the same order), built directly: an
+    """A `Comment` as its JSON object (the same keys in the same order), built directly: an
     article's comments are all returned at once (the contract has no pages), and building a
     model and a profile for each of 1,000 only to dump them again cost more than Postgres."""
     return {
@@ -86,16 +85,6 @@ def comment_json(row: Record) -> dict[str, Any]:
         "body": row["body"],
         "author": author_json(row),
     }
-
-
-def comment(row: Record) -> Comment:
-    return Comment(
-        id=row.id,
-        body=row.body,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        author=author_profile(row),
-    )
 
 
 def own_profile(model: UserModel) -> Profile:

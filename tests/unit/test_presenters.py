@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.schemas.comments import Comment
 from app.services import presenters
 
 AUTHORS = [
@@ -41,7 +42,14 @@ def _dump(model: Any) -> bytes:
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_a_comment_renders_as_its_model_dumps(author: dict[str, Any], moment: datetime) -> None:
     row: Any = _Row(id=42, body="Nice </script> 🎉", created_at=moment, updated_at=moment, **author)
-    assert orjson.dumps(presenters.comment_json(row)) == _dump(presenters.comment(row))
+    model = Comment(
+        id=row.id,
+        body=row.body,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        author=presenters.author_profile(row),
+    )
+    assert orjson.dumps(presenters.comment_json(row)) == _dump(model)
 
 
 @pytest.mark.parametrize("author", AUTHORS)
